@@ -1,0 +1,15 @@
+"""Model zoo, safe save/load and the training loop shared by targets and shadow models."""
+
+from models.io import load_model, model_bytes, save_model
+from models.zoo import MODELS, build_model, classifier_of, count_params, register_model
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    "classifier_of",
+    "count_params",
+    "load_model",
+    "model_bytes",
+    "register_model",
+    "save_model",
+]

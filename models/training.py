@@ -1,0 +1,59 @@
+"""Non-private training loop and batched inference, shared by targets, shadows and references."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+# progress(done, total): called by long loops so that a CLI can draw a bar.
+ProgressFn = Callable[[int, int], None]
+
+
+def fit(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> nn.Module:
+    """Plain Adam training with shuffled mini-batches; returns the model in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    n = len(xt)
+    steps_per_epoch = max(1, -(-n // batch_size))
+    total = epochs * steps_per_epoch
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+            if progress:
+                progress(epoch * steps_per_epoch + i + 1, total)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    out = [
+        model(torch.as_tensor(x[i : i + batch_size])).float().numpy()
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == y).mean())

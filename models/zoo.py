@@ -1,0 +1,116 @@
+"""Registry of architectures. Every model maps float32 images (N, C, H, W) to logits (N, classes).
+
+Normalisation layers are GroupNorm, never BatchNorm: DP-SGD needs per-example gradients, which
+batch statistics would mix across examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: dict[str, ModelFactory] = {}
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        MODELS[name] = factory
+        return factory
+
+    return decorator
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model; kwargs are those recorded in arch.json."""
+    if name not in MODELS:
+        known = ", ".join(sorted(MODELS))
+        raise KeyError(f"unknown model '{name}' (known: {known})")
+    return MODELS[name](**kwargs)
+
+
+def classifier_of(model: nn.Module) -> nn.Linear:
+    """The final Linear layer: pruning keeps its outputs (the classes)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("model has no Linear classifier layer")
+    return linears[-1]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _groups(channels: int, preferred: int) -> int:
+    """Largest group count <= preferred that divides channels (pruned widths stay valid)."""
+    for g in range(min(preferred, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+@register_model("cnn")
+def small_cnn(
+    *,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    width: int = 32,
+    hidden: int = 128,
+    groups: int = 4,
+) -> nn.Module:
+    """Two conv blocks + two dense layers: the workhorse for DP training on a laptop."""
+    c, h, w = in_shape
+    flat = 2 * width * (h // 4) * (w // 4)
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1),
+        nn.GroupNorm(_groups(width, groups), width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.GroupNorm(_groups(2 * width, groups), 2 * width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(flat, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+@register_model("mlp")
+def mlp(
+    *, in_shape: tuple[int, int, int], num_classes: int, hidden: int = 256, depth: int = 2
+) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_shape[0] * in_shape[1] * in_shape[2]
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@register_model("resnet18")
+def resnet18(
+    *, in_shape: tuple[int, int, int], num_classes: int, groups: int = 8
+) -> nn.Module:
+    """torchvision's ResNet-18 with GroupNorm and a 3x3 stride-1 stem for 28x28 inputs."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    def norm(channels: int) -> nn.Module:
+        return nn.GroupNorm(_groups(channels, groups), channels)
+
+    model = tv_resnet18(weights=None, num_classes=num_classes, norm_layer=norm)
+    model.conv1 = nn.Conv2d(in_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def seeded_model(name: str, *, seed: int, **kwargs: Any) -> nn.Module:
+    """Build a model whose initial weights depend only on the seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name, **kwargs)

@@ -28,7 +28,9 @@ def load_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def run_session(session: ort.InferenceSession, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+def run_session(
+    session: ort.InferenceSession, x: np.ndarray, *, batch_size: int = 512
+) -> np.ndarray:
     """Logits for x (float32, N x C x H x W), in batches."""
     name = session.get_inputs()[0].name
     chunks = [

@@ -1,0 +1,134 @@
+"""Export to ONNX with a dynamic batch axis, checked in full and compared with torch.
+
+torch 2.14's default exporter (`dynamo=True`, torch.export + onnxscript) is used: the TorchScript
+exporter still works here but warns that it is deprecated and will be removed. The program's
+ModelProto is taken in memory, so weights stay inside the one .onnx file and metadata can be set
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from compress.onnx_io import load_session, run_session
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    max_abs_diff: float
+
+
+def _to_proto(model: nn.Module, example_input: torch.Tensor) -> onnx.ModelProto:
+    # torch.export specialises a dimension whose example size is 0 or 1, so trace with at least
+    # two rows to keep the batch axis symbolic.
+    if example_input.shape[0] < 2:
+        example_input = example_input[:1].expand(2, *example_input.shape[1:])
+    program = torch.onnx.export(
+        model,
+        (example_input,),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        verbose=False,
+    )
+    if program is None:  # only the TorchScript path returns None
+        raise RuntimeError("torch.onnx.export returned no program")
+    proto = program.model_proto
+    _strip_trace_info(proto)
+    return proto
+
+
+def _strip_trace_info(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node debug records (stack traces, FX node text).
+
+    They hold file paths of the machine that built the model, which a shipped artifact should not
+    carry, and they are about a fifth of a small int8 model's bytes.
+    """
+    nodes = [*proto.graph.node, *(n for f in proto.functions for n in f.node)]
+    for node in nodes:
+        del node.metadata_props[:]
+        node.doc_string = ""
+
+
+@contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """A temp path next to `path`, renamed over it only if the block finishes without error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
+    """One self-contained file: weights inline, never an external data file."""
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Add or overwrite metadata_props entries (ONNX allows only strings)."""
+    merged = {p.key: p.value for p in proto.metadata_props}
+    merged.update({str(k): str(v) for k, v in metadata.items()})
+    onnx.helper.set_model_props(proto, merged)
+
+
+@torch.no_grad()
+def _torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    device = next(model.parameters()).device
+    return model(torch.as_tensor(x, device=device)).float().cpu().numpy()
+
+
+def export_onnx(
+    model: nn.Module,
+    path: Path,
+    *,
+    example_input: torch.Tensor,
+    check_inputs: np.ndarray,
+    metadata: dict[str, str] | None = None,
+    tolerance: float = 1e-4,
+) -> ExportResult:
+    """Write `model` (eval mode) as ONNX and verify onnxruntime agrees with torch on check_inputs.
+
+    Raises ValueError, leaving any existing file at `path` untouched, when the largest absolute
+    logit difference is above `tolerance`.
+    """
+    if len(check_inputs) == 0:
+        raise ValueError("check_inputs is empty: nothing to compare the ONNX model with")
+    was_training = model.training
+    model.eval()
+    try:
+        proto = _to_proto(model, example_input.to(next(model.parameters()).device))
+        expected = _torch_logits(model, check_inputs.astype(np.float32))
+    finally:
+        model.train(was_training)
+    set_metadata(proto, metadata or {})
+    # load_session runs the full onnx.checker on the staged file before onnxruntime loads it; the
+    # staged file replaces `path` only once it matches torch, so a good export is never clobbered.
+    with staged_file(path) as tmp:
+        save_onnx(proto, tmp)
+        diff = float(np.abs(run_session(load_session(tmp), check_inputs) - expected).max())
+        if not diff <= tolerance:  # also catches NaN
+            raise ValueError(
+                f"ONNX export differs from torch by {diff:.3g} (tolerance {tolerance:g})"
+            )
+    return ExportResult(path=path, max_abs_diff=diff)

@@ -1,0 +1,107 @@
+"""ONNX export: dynamic batch, torch parity within 1e-4, metadata, one self-contained file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from compress_testing import DIGITS_SHAPE, MNIST_SHAPE, make_model, random_images, torch_logits
+from torch import nn
+
+from compress.export import ExportResult, export_onnx
+from compress.onnx_io import load_session, run_session
+from compress.prune import prune_model
+from pipelines.errors import PrivcompError
+
+METADATA = {"epsilon": "3.0", "delta": "1e-05", "stages": "train-ladp,prune"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, ExportResult]:
+    """A pruned cnn (GroupNorm, Flatten: the shapes that make export hard) at mnist size."""
+    model, _ = make_model("cnn", MNIST_SHAPE)
+    prune_model(model, torch.from_numpy(random_images(2, MNIST_SHAPE)))
+    path = tmp_path_factory.mktemp("export") / "model.onnx"
+    result = export_onnx(
+        model,
+        path,
+        example_input=torch.from_numpy(random_images(2, MNIST_SHAPE)),
+        check_inputs=random_images(16, MNIST_SHAPE, seed=1),
+        metadata=METADATA,
+    )
+    return model, result
+
+
+@pytest.mark.parametrize("batch", [1, 37])
+def test_onnx_matches_torch_at_any_batch_size(
+    exported: tuple[nn.Module, ExportResult], batch: int
+) -> None:
+    model, result = exported
+    x = random_images(batch, MNIST_SHAPE, seed=batch)
+    out = run_session(load_session(result.path), x)
+    assert out.shape == (batch, 10)
+    np.testing.assert_allclose(out, torch_logits(model, x), atol=1e-4, rtol=0)
+
+
+def test_export_records_its_check(exported: tuple[nn.Module, ExportResult]) -> None:
+    assert 0.0 <= exported[1].max_abs_diff <= 1e-4
+
+
+def test_names_dynamic_batch_and_metadata(exported: tuple[nn.Module, ExportResult]) -> None:
+    proto = onnx.load(str(exported[1].path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic, not fixed
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert METADATA.items() <= props.items()
+
+
+def test_single_file_without_build_paths(exported: tuple[nn.Module, ExportResult]) -> None:
+    path = exported[1].path
+    assert [p.name for p in path.parent.iterdir()] == ["model.onnx"]  # no external data, no temp
+    assert b"site-packages" not in path.read_bytes()  # exporter stack traces stripped
+
+
+def test_corrupt_onnx_file_is_a_privcomp_error(
+    exported: tuple[nn.Module, ExportResult], tmp_path: Path
+) -> None:
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(exported[1].path.read_bytes()[:5000])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx model")
+    for bad in (truncated, garbage):
+        with pytest.raises(PrivcompError, match="invalid ONNX model"):
+            load_session(bad)
+
+
+def test_mismatch_above_tolerance_raises_and_keeps_existing_file(tmp_path: Path) -> None:
+    model, _ = make_model("mlp", DIGITS_SHAPE)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"previous good model")
+    with pytest.raises(ValueError, match="differs from torch"):
+        export_onnx(
+            model,
+            path,
+            example_input=torch.zeros(1, *DIGITS_SHAPE),  # batch 1 must still export dynamically
+            check_inputs=random_images(4, DIGITS_SHAPE),
+            tolerance=-1.0,  # nothing can pass
+        )
+    assert path.read_bytes() == b"previous good model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_batch_one_example_exports_dynamic_batch(tmp_path: Path) -> None:
+    model, _ = make_model("mlp", DIGITS_SHAPE)
+    model.train()
+    result = export_onnx(
+        model,
+        tmp_path / "m.onnx",
+        example_input=torch.zeros(1, *DIGITS_SHAPE),
+        check_inputs=random_images(5, DIGITS_SHAPE),
+    )
+    assert run_session(load_session(result.path), random_images(3, DIGITS_SHAPE)).shape == (3, 10)
+    assert model.training  # mode restored after the eval-mode export

@@ -1,0 +1,103 @@
+"""Structural pruning: parameters and files shrink, the classifier and GroupNorm stay valid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from compress_testing import DIGITS_SHAPE, MNIST_SHAPE, make_model, random_images, torch_logits
+from torch import nn
+
+from compress.prune import IMPORTANCES, PruneResult, prune_model
+from models.io import load_model, model_bytes, save_model
+from models.zoo import classifier_of, count_params
+
+
+@dataclass
+class Pruned:
+    model: nn.Module
+    result: PruneResult
+    x: np.ndarray
+    bytes_before: int
+    directory: Path
+
+
+# resnet18 runs at 8x8 so that its one forward and one prune stay around a second.
+CASES = {"cnn": MNIST_SHAPE, "mlp": DIGITS_SHAPE, "resnet18": DIGITS_SHAPE}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def pruned(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Pruned:
+    name = request.param
+    model, arch = make_model(name, CASES[name])
+    x = random_images(3, CASES[name])
+    before = tmp_path_factory.mktemp(f"{name}-before")
+    save_model(model, before, arch=arch)
+    result = prune_model(model, torch.from_numpy(x[:2]), ratio=0.5)
+    after = tmp_path_factory.mktemp(f"{name}-after")
+    save_model(model, after, arch=arch)
+    return Pruned(model, result, x, model_bytes(before), after)
+
+
+def test_prune_reduces_parameters(pruned: Pruned) -> None:
+    r = pruned.result
+    assert r.params_after == count_params(pruned.model)
+    # Removing half the channels of consecutive layers removes about three quarters of weights.
+    assert r.factor > 3.0, r
+
+
+def test_classifier_outputs_and_output_shape_kept(pruned: Pruned) -> None:
+    assert classifier_of(pruned.model).out_features == 10
+    assert torch_logits(pruned.model, pruned.x).shape == (3, 10)
+
+
+def test_groupnorm_layers_stay_valid(pruned: Pruned) -> None:
+    for m in pruned.model.modules():
+        if isinstance(m, nn.GroupNorm):
+            assert m.num_channels % m.num_groups == 0
+            assert m.weight.shape == (m.num_channels,)
+
+
+def test_pruned_model_reloads_with_identical_outputs(pruned: Pruned) -> None:
+    loaded, _ = load_model(pruned.directory)
+    np.testing.assert_array_equal(
+        torch_logits(loaded, pruned.x), torch_logits(pruned.model, pruned.x)
+    )
+
+
+def test_weights_file_shrinks(pruned: Pruned) -> None:
+    after = model_bytes(pruned.directory)
+    assert after < pruned.bytes_before / 3
+    assert after == pytest.approx(4 * pruned.result.params_after, rel=0.05)  # float32 + header
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
+def test_ratio_outside_open_unit_interval_is_rejected(ratio: float) -> None:
+    model, _ = make_model("mlp", DIGITS_SHAPE)
+    with pytest.raises(ValueError, match="ratio"):
+        prune_model(model, torch.zeros(2, *DIGITS_SHAPE), ratio=ratio)
+    assert count_params(model) == 85002  # untouched
+
+
+def test_unknown_importance_is_rejected() -> None:
+    model, _ = make_model("mlp", DIGITS_SHAPE)
+    with pytest.raises(ValueError, match="importance"):
+        prune_model(model, torch.zeros(2, *DIGITS_SHAPE), importance="taylor")
+
+
+@pytest.mark.parametrize("importance", sorted(IMPORTANCES))
+def test_each_importance_prunes_smallest_ratio_share(importance: str) -> None:
+    model, _ = make_model("mlp", DIGITS_SHAPE)
+    result = prune_model(model, torch.zeros(2, *DIGITS_SHAPE), ratio=0.25, importance=importance)
+    assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [192, 192, 10]
+    assert result.params_after < result.params_before
+
+
+def test_training_mode_is_restored() -> None:
+    model, _ = make_model("mlp", DIGITS_SHAPE)
+    model.train()
+    prune_model(model, torch.zeros(2, *DIGITS_SHAPE))
+    assert model.training

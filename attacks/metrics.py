@@ -1,0 +1,241 @@
+"""Membership-inference metrics: AUC, balanced accuracy, TPR at low FPR, an empirical ε lower bound.
+
+Convention everywhere in attacks/: a higher score means "member", and an example is predicted a
+member when its score is >= the threshold. The threshold is fitted on attacker data (shadow models)
+by the attack; here it is only applied to the evaluation pair.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import beta, rankdata
+from sklearn.metrics import classification_report, roc_curve
+
+# One-sided confidence of each Clopper-Pearson bound in the ε lower bound.
+CP_CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    fpr: np.ndarray
+    tpr: np.ndarray
+
+    def tpr_at(self, max_fpr: float) -> float:
+        """Largest TPR among operating points with FPR <= max_fpr (threshold-free)."""
+        ok = self.fpr <= max_fpr + 1e-12
+        return float(self.tpr[ok].max()) if ok.any() else 0.0
+
+    def downsample(self, points: int) -> RocCurve:
+        """Log-spaced FPR grid (for log-log plots); TPR is the best one at or below each FPR."""
+        positive = self.fpr[self.fpr > 0]
+        low = float(positive.min()) if positive.size else 1.0
+        grid = np.unique(np.concatenate([[0.0], np.geomspace(low, 1.0, max(points - 1, 1))]))
+        tpr = np.array([self.tpr_at(float(g)) for g in grid])
+        return RocCurve(fpr=grid, tpr=tpr)
+
+
+@dataclass(frozen=True)
+class ClassificationSummary:
+    """The original study's attack report (sklearn classification_report at the threshold)."""
+
+    accuracy: float
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    weighted_precision: float
+    weighted_recall: float
+    weighted_f1: float
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class AttackMetrics:
+    auc: float
+    auc_ci: tuple[float, float]  # bootstrap 95% percentile interval
+    balanced_accuracy: float  # at the attacker's threshold
+    advantage: float  # TPR - FPR at the attacker's threshold
+    tpr_at_1pct_fpr: float
+    tpr_at_0_1pct_fpr: float
+    epsilon_lower_bound: float
+    threshold: float  # may be inf: the attacker found no useful threshold
+    n_members: int
+    n_nonmembers: int
+    report: ClassificationSummary
+    roc: RocCurve = field(repr=False)
+    extra: dict[str, float] = field(default_factory=dict)  # attack-specific numbers
+
+    def to_dict(self, *, roc_points: int = 0) -> dict[str, Any]:
+        """JSON-ready; the ROC curve only when roc_points > 0, downsampled to about that many."""
+        out: dict[str, Any] = {
+            "auc": self.auc,
+            "auc_ci": [self.auc_ci[0], self.auc_ci[1]],
+            "balanced_accuracy": self.balanced_accuracy,
+            "advantage": self.advantage,
+            "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr,
+            "tpr_at_0_1pct_fpr": self.tpr_at_0_1pct_fpr,
+            "epsilon_lower_bound": self.epsilon_lower_bound,
+            # JSON has no infinity; None says "no threshold".
+            "threshold": self.threshold if math.isfinite(self.threshold) else None,
+            "n_members": self.n_members,
+            "n_nonmembers": self.n_nonmembers,
+            "report": self.report.to_dict(),
+            **({"extra": dict(self.extra)} if self.extra else {}),
+        }
+        if roc_points > 0:
+            small = self.roc.downsample(roc_points)
+            out["roc"] = {"fpr": small.fpr.tolist(), "tpr": small.tpr.tolist()}
+        return out
+
+
+def attack_metrics(
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    *,
+    threshold: float,
+    delta: float = 1e-5,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    extra: dict[str, float] | None = None,
+) -> AttackMetrics:
+    """All metrics of one attack on one evaluation pair (higher score = member)."""
+    members, nonmembers = _as_scores(member_scores), _as_scores(nonmember_scores)
+    tp = int((members >= threshold).sum())
+    fp = int((nonmembers >= threshold).sum())
+    tpr, fpr = tp / members.size, fp / nonmembers.size
+    roc = roc_of(members, nonmembers)
+    return AttackMetrics(
+        auc=auc(members, nonmembers),
+        auc_ci=bootstrap_auc_ci(members, nonmembers, n_bootstrap=n_bootstrap, seed=seed),
+        balanced_accuracy=(tpr + 1.0 - fpr) / 2.0,
+        advantage=tpr - fpr,
+        tpr_at_1pct_fpr=roc.tpr_at(0.01),
+        tpr_at_0_1pct_fpr=roc.tpr_at(0.001),
+        epsilon_lower_bound=epsilon_lower_bound(
+            false_positives=fp,
+            n_negatives=nonmembers.size,
+            false_negatives=members.size - tp,
+            n_positives=members.size,
+            delta=delta,
+        ),
+        threshold=float(threshold),
+        n_members=members.size,
+        n_nonmembers=nonmembers.size,
+        report=classification_summary(members, nonmembers, threshold=threshold),
+        roc=roc,
+        extra=dict(extra or {}),
+    )
+
+
+def _as_scores(scores: np.ndarray) -> np.ndarray:
+    out = np.asarray(scores, dtype=np.float64).ravel()
+    if out.size == 0:
+        raise ValueError("attack metrics need at least one member and one nonmember score")
+    if not np.isfinite(out).all():
+        raise ValueError("attack scores contain NaN or infinite values")
+    return out
+
+
+def auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
+    """Mann-Whitney AUC; tied scores count half (identical to sklearn's roc_auc_score)."""
+    ranks = rankdata(np.concatenate([members, nonmembers]))
+    n1, n0 = members.size, nonmembers.size
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def bootstrap_auc_ci(
+    members: np.ndarray, nonmembers: np.ndarray, *, n_bootstrap: int, seed: int
+) -> tuple[float, float]:
+    """Percentile interval; members and nonmembers are resampled separately (fixed sizes)."""
+    if n_bootstrap <= 0:
+        value = auc(members, nonmembers)
+        return (value, value)
+    rng = np.random.default_rng(seed)
+    values = [
+        auc(rng.choice(members, members.size), rng.choice(nonmembers, nonmembers.size))
+        for _ in range(n_bootstrap)
+    ]
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return (float(lo), float(hi))
+
+
+def roc_of(members: np.ndarray, nonmembers: np.ndarray) -> RocCurve:
+    labels = np.concatenate([np.ones(members.size), np.zeros(nonmembers.size)])
+    # Keep every operating point: TPR at a tiny FPR must not depend on which ones sklearn drops.
+    fpr, tpr, _ = roc_curve(labels, np.concatenate([members, nonmembers]), drop_intermediate=False)
+    return RocCurve(fpr=fpr, tpr=tpr)
+
+
+def clopper_pearson_upper(count: int, n: int, *, confidence: float = CP_CONFIDENCE) -> float:
+    """One-sided upper confidence bound on a binomial rate."""
+    if count >= n:
+        return 1.0
+    return float(beta.ppf(confidence, count + 1, n - count))
+
+
+def epsilon_lower_bound(
+    *,
+    false_positives: int,
+    n_negatives: int,
+    false_negatives: int,
+    n_positives: int,
+    delta: float,
+) -> float:
+    """Empirical ε lower bound of Jagielski et al. 2020 from one attack's error counts.
+
+    An (ε, δ)-DP mechanism forces FPR + e^ε FNR >= 1 - δ and FNR + e^ε FPR >= 1 - δ, so upper
+    confidence bounds on both error rates turn into a lower bound on ε that holds with high
+    probability (each bound at CP_CONFIDENCE).
+    """
+    fpr_hi = clopper_pearson_upper(false_positives, n_negatives)
+    fnr_hi = clopper_pearson_upper(false_negatives, n_positives)
+    candidates = [0.0]
+    for num, den in ((1.0 - delta - fnr_hi, fpr_hi), (1.0 - delta - fpr_hi, fnr_hi)):
+        if num > 0.0 and den > 0.0:
+            candidates.append(math.log(num / den))
+    return max(candidates)
+
+
+def best_threshold(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
+    """Threshold with the highest balanced accuracy on (attacker) data; inf if none beats chance.
+
+    The threshold sits halfway between two neighbouring distinct scores, so a new example that
+    falls in the gap is not decided by which side happened to be observed.
+    """
+    members, nonmembers = _as_scores(member_scores), _as_scores(nonmember_scores)
+    values = np.unique(np.concatenate([members, nonmembers]))[::-1]  # descending
+    # Member count at or above each candidate value, via sorted search.
+    tpr = (members.size - np.searchsorted(np.sort(members), values, side="left")) / members.size
+    fpr = (
+        nonmembers.size - np.searchsorted(np.sort(nonmembers), values, side="left")
+    ) / nonmembers.size
+    gain = tpr - fpr
+    best = int(np.argmax(gain))
+    if gain[best] <= 0.0:
+        return math.inf
+    if best + 1 < values.size:
+        return float((values[best] + values[best + 1]) / 2.0)
+    return float(values[best])
+
+
+def classification_summary(
+    members: np.ndarray, nonmembers: np.ndarray, *, threshold: float
+) -> ClassificationSummary:
+    truth = np.concatenate([np.ones(members.size, int), np.zeros(nonmembers.size, int)])
+    guess = (np.concatenate([members, nonmembers]) >= threshold).astype(int)
+    rep = classification_report(truth, guess, labels=[0, 1], output_dict=True, zero_division=0.0)
+    macro, weighted = rep["macro avg"], rep["weighted avg"]
+    return ClassificationSummary(
+        accuracy=float((truth == guess).mean()),
+        macro_precision=float(macro["precision"]),
+        macro_recall=float(macro["recall"]),
+        macro_f1=float(macro["f1-score"]),
+        weighted_precision=float(weighted["precision"]),
+        weighted_recall=float(weighted["recall"]),
+        weighted_f1=float(weighted["f1-score"]),
+    )

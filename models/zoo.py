@@ -94,9 +94,7 @@ def mlp(
 
 
 @register_model("resnet18")
-def resnet18(
-    *, in_shape: tuple[int, int, int], num_classes: int, groups: int = 8
-) -> nn.Module:
+def resnet18(*, in_shape: tuple[int, int, int], num_classes: int, groups: int = 8) -> nn.Module:
     """torchvision's ResNet-18 with GroupNorm and a 3x3 stride-1 stem for 28x28 inputs."""
     from torchvision.models import resnet18 as tv_resnet18
 

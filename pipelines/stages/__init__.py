@@ -1,0 +1,18 @@
+"""Stage registry: `pipeline run NAME...` looks names up here."""
+
+from __future__ import annotations
+
+from pipelines.stage import Stage
+
+STAGES: dict[str, type[Stage]] = {}
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    STAGES[cls.name] = cls
+    return cls
+
+
+# Importing the modules registers their stages.
+from pipelines.stages import compression, evaluate, training  # noqa: E402
+
+__all__ = ["STAGES", "compression", "evaluate", "register_stage", "training"]

@@ -1,0 +1,49 @@
+"""What a stage sees of the run: configuration, data, artifacts so far, and where to write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.config import Config
+from pipelines.data import Dataset, Splits
+from pipelines.ledger import Guarantee
+from pipelines.progress import Reporter
+
+
+@dataclass
+class RunContext:
+    run_dir: Path
+    config: Config
+    dataset: Dataset
+    splits: Splits
+    reporter: Reporter
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    latest: str | None = None  # name of the most recently produced artifact
+    history: list[str] = field(default_factory=list)  # stages completed so far
+    guarantee: Guarantee | None = None  # privacy of the latest artifact
+    stage_dir: Path = Path()
+    measurements: dict[Any, dict[str, Any]] = field(default_factory=dict)  # per artifact hash
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["run"]["seed"])
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.splits[name]
+        return self.dataset.x[idx], self.dataset.y[idx]
+
+    def model_arch(self) -> dict[str, Any]:
+        """The architecture record for a fresh model of the configured kind."""
+        kwargs = {
+            "in_shape": list(self.dataset.in_shape),
+            "num_classes": self.dataset.num_classes,
+            **self.config["model"],
+        }
+        return {"name": self.config["run"]["model"], "kwargs": kwargs}
+
+    def artifact(self, name: str) -> Path:
+        return self.artifacts[name]

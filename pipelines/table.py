@@ -1,0 +1,40 @@
+"""The end-of-run table: one row per stage, the numbers a user compares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def _fmt_eps(epsilon: float | None) -> str:
+    return "inf" if epsilon is None else f"{epsilon:.3g}"
+
+
+def _strongest(attacks: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """Highest AUC and highest TPR at 0.1% FPR across the attacks that ran."""
+    if not attacks:
+        return "-", "-"
+    auc = max(attacks.items(), key=lambda kv: kv[1]["auc"])
+    tpr = max(attacks.items(), key=lambda kv: kv[1]["tpr_at_0_1pct_fpr"])
+    return f"{auc[1]['auc']:.3f} ({auc[0]})", f"{tpr[1]['tpr_at_0_1pct_fpr']:.4f} ({tpr[0]})"
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    run = summary["run"]
+    table = Table(title=f"privcomp · {run['dataset']} · {run['model']} · seed {run['seed']}")
+    columns = ("stage", "epsilon", "test acc", "params", "bytes", "attack AUC", "TPR@0.1%FPR")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for entry in summary["stages"]:
+        auc, tpr = _strongest(entry["attacks"])
+        table.add_row(
+            entry["name"],
+            _fmt_eps(entry["privacy"]["epsilon"]),
+            f"{entry['utility']['test_accuracy']:.3f}",
+            f"{entry['size']['params']:,}",
+            f"{entry['size']['bytes']:,}",
+            auc,
+            tpr,
+        )
+    return table

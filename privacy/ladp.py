@@ -39,8 +39,10 @@ from privacy.accounting import (
     compute_epsilon,
     max_steps_within_budget,
 )
+from privacy.fastpath import fast_clipped_grad_sums, supports_fast_path
 
 OPTIMIZERS = ("sgd", "adam")
+ALLOCATIONS = ("uniform", "utility", "protect")
 # Per-example gradients of one chunk are held at once. Small chunks are also faster: blocks
 # over 32 MiB go back to the OS on free (glibc), and re-faulting them each step, plus the cache
 # misses, cost several times the arithmetic (measured on the cnn: chunks of ~14 are best).
@@ -84,6 +86,22 @@ class LADPConfig:
     noise_multiplier: float | None = None
     # Seed sampling and noise from the OS instead of `seed` (nothing recorded, not reproducible).
     secure_noise: bool = False
+    # Full LADP (DESIGN §5.2-§5.5). "uniform": every group clipped at clip_norm, equal weights
+    # (the default until the full algorithm is shown at least as accurate on the real setting).
+    # "utility" / "protect": Fisher sensitivities on the public split (train_ladp's public_x,
+    # public_y), re-measured every fisher_every steps on fisher_samples examples; the top
+    # sensitive_fraction of groups clipped at clip_sensitive, the others at clip_other;
+    # weights softmax(±tau · z). Values: the original study's (§10); fisher_every is ours.
+    allocation: str = "uniform"
+    tau: float = 1.0
+    sensitive_fraction: float = 0.5
+    clip_sensitive: float = 1.0
+    clip_other: float = 5.0
+    fisher_every: int = 100
+    fisher_samples: int = 256
+    # Exact per-example clipping from activations and output gradients (privacy.fastpath) when
+    # every group is a Linear / Conv2d / GroupNorm module; else the vmap reference path.
+    fast_path: bool = True
 
     def check(self, n: int) -> None:
         """ValueError (one line) for a configuration that gives no DP guarantee on n examples."""
@@ -103,6 +121,17 @@ class LADPConfig:
             raise ValueError(f"unknown accountant '{self.accountant}' (known: prv, rdp)")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer '{self.optimizer}' (known: sgd, adam)")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(
+                f"unknown allocation '{self.allocation}' (known: {', '.join(ALLOCATIONS)})"
+            )
+        clips = (self.clip_sensitive, self.clip_other)
+        if not all(math.isfinite(c) and c > 0 for c in clips):
+            raise ValueError("clip_sensitive and clip_other must be finite numbers > 0")
+        if not (0 <= self.sensitive_fraction <= 1 and math.isfinite(self.tau) and self.tau >= 0):
+            raise ValueError("need 0 <= sensitive_fraction <= 1 and tau >= 0")
+        if self.fisher_every < 1 or self.fisher_samples < 1:
+            raise ValueError("fisher_every and fisher_samples must be >= 1")
         sigma = self.noise_multiplier
         if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"noise_multiplier must be a finite number > 0, got {sigma}")
@@ -255,6 +284,15 @@ def noisy_gradient(
     return out
 
 
+def auto_clipped_sums(
+    model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup]
+) -> dict[str, Tensor]:
+    """The fast path where it supports every group, else the reference path (same sums)."""
+    if supports_fast_path(model, groups):
+        return fast_clipped_grad_sums(model, x, y, groups)
+    return clipped_grad_sums(model, x, y, groups)
+
+
 def ladp_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -342,6 +380,172 @@ def _check_per_example(model: nn.Module) -> None:
             raise ValueError(f"LADP needs per-example gradients: replace BatchNorm '{name}'")
 
 
+def _fisher_schedule(
+    config: LADPConfig,
+    public_x: np.ndarray | None,
+    public_y: np.ndarray | None,
+    *,
+    device: torch.device,
+    seed: int,
+) -> GroupSchedule:
+    from privacy.sensitivity import fisher_schedule  # imports this module
+
+    if public_x is None or public_y is None or len(public_x) == 0:
+        raise ValueError(f"allocation '{config.allocation}' needs public data (public_x, public_y)")
+    if len(public_x) != len(public_y):
+        raise ValueError("public_x and public_y differ in length")
+    return fisher_schedule(
+        torch.as_tensor(public_x, dtype=torch.float32, device=device),
+        torch.as_tensor(public_y, dtype=torch.long, device=device),
+        mode=config.allocation,
+        tau=config.tau,
+        sensitive_fraction=config.sensitive_fraction,
+        clip_sensitive=config.clip_sensitive,
+        clip_other=config.clip_other,
+        every=config.fisher_every,
+        samples=config.fisher_samples,
+        seed=seed,
+    )
+
+
+class LADPEngine:
+    """One LADP run, step by step: what `make_private` returns (the library front door).
+
+    Usage, in the spirit of Opacus's PrivacyEngine.make_private:
+
+        engine = make_private(model, x, y, config=LADPConfig(epsilon=3), seed=0,
+                              public_x=px, public_y=py)
+        while not engine.done:
+            engine.step()          # Poisson sample, clip per layer, noise, optimizer step
+        engine.spend()             # PrivacySpend of the steps taken
+
+    The engine owns the private data, the sampling and the noise: a caller cannot feed it a
+    batch of its choice, so every step is the accounted mechanism. It stops before the budget.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        config: LADPConfig,
+        seed: int,
+        groups: Sequence[LayerGroup] | None = None,
+        group_schedule: GroupSchedule | None = None,
+        clipped_sums: ClippedSumFn | None = None,
+        public_x: np.ndarray | None = None,
+        public_y: np.ndarray | None = None,
+    ) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+        if not np.isfinite(x).all():
+            raise ValueError("training data contains NaN or infinite values")
+        _check_per_example(model)
+        n = len(x)
+        config.check(n)
+        fixed = groups if groups is not None else layer_groups(model, clip_norm=config.clip_norm)
+        self.groups = list(fixed)
+        check_groups(model, self.groups)
+        self.q, self.steps_planned, self.sigma, self.steps_allowed = plan_noise(config, n)
+        device = next(model.parameters()).device
+        if clipped_sums is None:
+            clipped_sums = auto_clipped_sums if config.fast_path else clipped_grad_sums
+        if group_schedule is None and config.allocation != "uniform":
+            group_schedule = _fisher_schedule(config, public_x, public_y, device=device, seed=seed)
+        self.model, self.config, self.n = model, config, n
+        self.clipped_sums, self.group_schedule = clipped_sums, group_schedule
+        self.x = torch.as_tensor(x, dtype=torch.float32, device=device)
+        self.y = torch.as_tensor(y, dtype=torch.long, device=device)
+        self.seed = None if config.secure_noise else seed
+        self._sample_gen, self._noise_gen = _generators(self.seed)
+        self.optimizer = _optimizer(model, config)
+        self.steps_taken = 0
+        model.train()
+
+    @property
+    def done(self) -> bool:
+        """True once the next step would pass the (ε, δ) budget or the planned epochs are done."""
+        return self.steps_taken >= self.steps_allowed
+
+    def step(self) -> None:
+        if self.done:
+            raise RuntimeError("LADP budget spent: no step left")
+        current = self.groups
+        if self.group_schedule:
+            current = list(self.group_schedule(self.model, self.steps_taken))
+            check_groups(self.model, current)
+        draw = torch.rand(self.n, generator=self._sample_gen) < self.q
+        batch = draw.nonzero().squeeze(1).to(self.x.device)
+        ladp_step(
+            self.model,
+            self.optimizer,
+            self.x[batch],
+            self.y[batch],
+            groups=current,
+            sigma_eff=self.sigma,
+            expected_batch_size=self.q * self.n,
+            generator=self._noise_gen,
+            clipped_sums=self.clipped_sums,
+        )
+        self.steps_taken += 1
+
+    def spend(self) -> PrivacySpend:
+        epsilon = (
+            compute_epsilon(
+                noise_multiplier=self.sigma,
+                sample_rate=self.q,
+                steps=self.steps_taken,
+                delta=self.config.delta,
+                accountant=self.config.accountant,
+            )
+            if self.steps_taken
+            else 0.0
+        )
+        return PrivacySpend(
+            epsilon=epsilon,
+            delta=self.config.delta,
+            accountant=self.config.accountant,
+            noise_multiplier=self.sigma,
+            sample_rate=self.q,
+            steps=self.steps_taken,
+        )
+
+    def result(self) -> LADPResult:
+        return LADPResult(
+            model=self.model.eval(),
+            spend=self.spend(),
+            steps_planned=self.steps_planned,
+            steps_taken=self.steps_taken,
+            stopped_at_budget=self.steps_taken < self.steps_planned,
+            seed=self.seed,
+        )
+
+
+def make_private(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    config: LADPConfig | None = None,
+    seed: int = 0,
+    public_x: np.ndarray | None = None,
+    public_y: np.ndarray | None = None,
+    **hooks: Any,
+) -> LADPEngine:
+    """Front door: an LADPEngine for model on the private (x, y); see LADPEngine."""
+    return LADPEngine(
+        model,
+        x,
+        y,
+        config=config or LADPConfig(),
+        seed=seed,
+        public_x=public_x,
+        public_y=public_y,
+        **hooks,
+    )
+
+
 def train_ladp(
     model: nn.Module,
     x: np.ndarray,
@@ -352,69 +556,32 @@ def train_ladp(
     progress: ProgressFn | None = None,
     groups: Sequence[LayerGroup] | None = None,
     group_schedule: GroupSchedule | None = None,
-    clipped_sums: ClippedSumFn = clipped_grad_sums,
+    clipped_sums: ClippedSumFn | None = None,
+    public_x: np.ndarray | None = None,
+    public_y: np.ndarray | None = None,
 ) -> LADPResult:
     """Train with LADP until the planned epochs or the (ε, δ) budget, whichever comes first.
 
     groups: fixed groups (default: `layer_groups` with config.clip_norm, uniform weights);
-    group_schedule(model, step) overrides them per step. Returns the model in eval mode.
+    group_schedule(model, step) overrides them per step; config.allocation "utility" or
+    "protect" builds that schedule from Fisher sensitivities on public_x, public_y (public data
+    only: never the members). clipped_sums: default the fast path where supported
+    (config.fast_path), else the reference path. Returns the model in eval mode.
     """
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
-    if not np.isfinite(x).all():
-        raise ValueError("training data contains NaN or infinite values")
-    _check_per_example(model)
-    n = len(x)
-    config.check(n)
-    fixed = list(groups) if groups is not None else layer_groups(model, clip_norm=config.clip_norm)
-    check_groups(model, fixed)
-    q, planned, sigma, steps = plan_noise(config, n)
-    device = next(model.parameters()).device
-    xt = torch.as_tensor(x, dtype=torch.float32, device=device)
-    yt = torch.as_tensor(y, dtype=torch.long, device=device)
-    recorded = None if config.secure_noise else seed
-    sample_gen, noise_gen = _generators(recorded)
-    optimizer = _optimizer(model, config)
-    model.train()
-    for step in range(steps):
-        current = fixed
-        if group_schedule:
-            current = list(group_schedule(model, step))
-            check_groups(model, current)
-        batch = (torch.rand(n, generator=sample_gen) < q).nonzero().squeeze(1).to(device)
-        ladp_step(
-            model,
-            optimizer,
-            xt[batch],
-            yt[batch],
-            groups=current,
-            sigma_eff=sigma,
-            expected_batch_size=q * n,
-            generator=noise_gen,
-            clipped_sums=clipped_sums,
-        )
+    engine = LADPEngine(
+        model,
+        x,
+        y,
+        config=config,
+        seed=seed,
+        groups=groups,
+        group_schedule=group_schedule,
+        clipped_sums=clipped_sums,
+        public_x=public_x,
+        public_y=public_y,
+    )
+    while not engine.done:
+        engine.step()
         if progress:
-            progress(step + 1, steps)
-    epsilon = compute_epsilon(
-        noise_multiplier=sigma,
-        sample_rate=q,
-        steps=steps,
-        delta=config.delta,
-        accountant=config.accountant,
-    )
-    spend = PrivacySpend(
-        epsilon=epsilon,
-        delta=config.delta,
-        accountant=config.accountant,
-        noise_multiplier=sigma,
-        sample_rate=q,
-        steps=steps,
-    )
-    return LADPResult(
-        model=model.eval(),
-        spend=spend,
-        steps_planned=planned,
-        steps_taken=steps,
-        stopped_at_budget=steps < planned,
-        seed=recorded,
-    )
+            progress(engine.steps_taken, engine.steps_allowed)
+    return engine.result()

@@ -79,11 +79,19 @@ class TrainLADP(Stage):
 
     def run(self, ctx: RunContext) -> StageResult:
         x, y = ctx.split("members")
+        public_x, public_y = ctx.split("public")
         model, arch = _fresh_model(ctx)
         with ctx.reporter.task("train-ladp") as progress:
             try:
                 result = train_ladp(
-                    model, x, y, config=ladp_config(self.config), seed=ctx.seed, progress=progress
+                    model,
+                    x,
+                    y,
+                    config=ladp_config(self.config),
+                    seed=ctx.seed,
+                    progress=progress,
+                    public_x=public_x,  # Fisher sensitivities: public data, no budget
+                    public_y=public_y,
                 )
             except ValueError as exc:
                 raise PrivcompError(f"train-ladp: {exc}") from exc

@@ -1,0 +1,65 @@
+"""Run benchmark scripts and write their sections into BENCHMARKS.md.
+
+Each `benchmarks/bench_<name>.py` defines TITLE (str) and run() -> str (a Markdown body). Every
+number in a section is measured in one run, side by side, so ratios survive a noisy machine.
+`python benchmarks/run_all.py ladp` re-runs one section and leaves the others as they are.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+OUTPUT = HERE.parent / "BENCHMARKS.md"
+HEADER = (
+    "# Benchmarks\n\n"
+    "Written by `make bench` (`python benchmarks/run_all.py [name ...]`). Numbers inside one\n"
+    "section come from one run on one machine; compare ratios, not absolute seconds.\n"
+)
+
+
+def available() -> list[str]:
+    return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+
+
+def section(name: str, body: str, title: str) -> str:
+    machine = (
+        f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
+    stamp = time.strftime("%Y-%m-%d")
+    return (
+        f"<!-- bench:{name} -->\n## {title}\n\n_Measured {stamp} on {machine}._\n\n"
+        f"{body.strip()}\n<!-- /bench:{name} -->\n"
+    )
+
+
+def update(text: str, name: str, block: str) -> str:
+    pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->\n", re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text)
+    return text.rstrip("\n") + "\n\n" + block
+
+
+def main(names: list[str]) -> None:
+    sys.path.insert(0, str(HERE.parent))
+    chosen = names or available()
+    unknown = set(chosen) - set(available())
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    text = OUTPUT.read_text() if OUTPUT.exists() else HEADER
+    for name in chosen:
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        print(f"== {name}: {module.TITLE}", file=sys.stderr)
+        text = update(text, name, section(name, module.run(), module.TITLE))
+        OUTPUT.write_text(text)  # after each section, so a long run keeps what it measured
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,209 @@
+"""LADP fast path (DESIGN §5.8): per-example clipping without per-example gradient tensors.
+
+One forward and one backward pass capture, for every grouped module, its input activations a and
+the gradient b of the summed loss with respect to its output (for example i only example i's loss
+depends on row i, so b_i is example i's output gradient). From them, exactly:
+
+- Linear, 2-D input: ||∇W_i||² = ||a_i||² ||b_i||² (ghost norm), ∇b_i = b_i.
+- Linear on sequences (B, T, d) and Conv2d (im2col: a -> unfold(a), (B, L, D)): ∇W_i = b_iᵀ a_i,
+  ||∇W_i||² = <a_i a_iᵀ, b_i b_iᵀ> (Gram matrices, T² or L² per example) or, when D·O < T², the
+  per-example gradient of that one layer is formed directly (cheaper, still exact).
+- GroupNorm: ∇γ_i = Σ_spatial x̂_i ⊙ b_i, ∇β_i = Σ_spatial b_i (x̂ = the normalised input).
+
+The clipped sum Σ_i c_i ∇W_i is one contraction (Σ_i c_i b_iᵀ a_i). Modules other than these, or
+groups that are not exactly one module's parameters, are not supported: `supports_fast_path` says
+so and train_ladp then keeps the reference path (privacy/ladp.py, vmap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from privacy.ladp import LayerGroup
+
+CLIP_EPS = 1e-6  # the same as the reference path (privacy.ladp.CLIP_EPS)
+SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)
+
+
+def _module_for(model: nn.Module, group: LayerGroup) -> nn.Module | None:
+    """The supported module whose trainable parameters are exactly the group's, else None."""
+    name = "" if group.name == "<root>" else group.name
+    module = dict(model.named_modules()).get(name)
+    if module is None or not isinstance(module, SUPPORTED):
+        return None
+    if isinstance(module, nn.Conv2d) and (
+        module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros"
+    ):
+        return None
+    own = {f"{name}.{p}" if name else p for p, t in module.named_parameters(recurse=False)}
+    trainable = {
+        f"{name}.{p}" if name else p
+        for p, t in module.named_parameters(recurse=False)
+        if t.requires_grad
+    }
+    if set(group.param_names) != own or own != trainable:
+        return None
+    return module
+
+
+def supports_fast_path(model: nn.Module, groups: Sequence[LayerGroup]) -> bool:
+    """True when every group is one Linear / Conv2d (groups=1) / GroupNorm module's parameters."""
+    return all(_module_for(model, g) is not None for g in groups)
+
+
+@dataclass
+class _Capture:
+    module: nn.Module
+    prefix: str
+    inputs: list[Tensor] = field(default_factory=list)
+    grads: list[Tensor] = field(default_factory=list)
+
+
+def _capture(
+    model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup]
+) -> list[tuple[Tensor, Tensor]]:
+    """(input activation, output gradient of the summed loss) per group, one backward pass."""
+    caps: list[_Capture] = []
+    handles: list[Any] = []
+    for g in groups:
+        module = _module_for(model, g)
+        if module is None:
+            raise ValueError(f"fast path does not support group '{g.name}'")
+        cap = _Capture(module, g.name)
+        caps.append(cap)
+
+        def fwd(_m: nn.Module, inp: tuple[Tensor, ...], out: Tensor, cap: _Capture = cap) -> None:
+            cap.inputs.append(inp[0].detach())
+            # A tensor hook (not a module backward hook): it gets the gradient of this output
+            # even when a later in-place op (ReLU(inplace=True) in resnet18) modifies it.
+            out.register_hook(lambda grad, cap=cap: cap.grads.append(grad.detach()))
+
+        handles.append(module.register_forward_hook(fwd))
+    try:
+        # Differentiate with respect to the input only: autograd then skips every weight
+        # gradient (not needed for it), and the tensor hooks still see every output gradient.
+        leaf = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(leaf), y, reduction="sum")
+        torch.autograd.grad(loss, leaf)
+    finally:
+        for h in handles:
+            h.remove()
+    result = []
+    for cap in caps:
+        if len(cap.inputs) != 1 or len(cap.grads) != 1:
+            raise ValueError(f"fast path: module '{cap.prefix}' must run exactly once per forward")
+        result.append((cap.inputs[0], cap.grads[0]))
+    return result
+
+
+def _sequence_weight(a: Tensor, b: Tensor) -> tuple[Tensor, Any]:
+    """a (B, T, D), b (B, T, O): per-example ||b_iᵀ a_i||² and a function c -> Σ_i c_i b_iᵀ a_i."""
+    t, d, o = a.shape[1], a.shape[2], b.shape[2]
+    if d * o < t * t:
+        per_example = torch.bmm(b.transpose(1, 2), a)  # (B, O, D): this layer only
+
+        def from_grads(c: Tensor) -> Tensor:
+            return torch.tensordot(c, per_example, dims=1)
+
+        return per_example.flatten(1).pow(2).sum(1), from_grads
+    sq = (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(b, b.transpose(1, 2))).sum((1, 2))
+
+    def from_activations(c: Tensor) -> Tensor:
+        return torch.einsum("bto,btd->od", b * c[:, None, None], a)
+
+    return sq, from_activations
+
+
+def _layer(module: nn.Module, a: Tensor, b: Tensor) -> list[tuple[str, Tensor, Any]]:
+    """Per parameter of the module: (local name, per-example squared norms, c -> clipped sum)."""
+    out: list[tuple[str, Tensor, Any]] = []
+    if isinstance(module, nn.Linear):
+        if a.dim() == 2:
+            sq_w = a.pow(2).sum(1) * b.pow(2).sum(1)
+
+            def lin_w(c: Tensor) -> Tensor:
+                return (b * c[:, None]).T @ a
+
+            out.append(("weight", sq_w, lin_w))
+            bias_grad = b
+        else:
+            a3, b3 = a.flatten(1, -2), b.flatten(1, -2)
+            sq_w, seq_w = _sequence_weight(a3, b3)
+            out.append(("weight", sq_w, seq_w))
+            bias_grad = b3.sum(1)
+        if module.bias is not None:
+            out.append(("bias", bias_grad.pow(2).sum(1), lambda c, g=bias_grad: c @ g))
+    elif isinstance(module, nn.Conv2d):
+        unfolded = F.unfold(
+            a,
+            module.kernel_size,
+            dilation=module.dilation,
+            padding=module.padding,  # type: ignore[arg-type]
+            stride=module.stride,
+        )  # (B, D, L)
+        b3 = b.flatten(2)  # (B, O, L)
+        sq_w, seq_w = _sequence_weight(unfolded.transpose(1, 2), b3.transpose(1, 2))
+        shape = module.weight.shape
+        out.append(("weight", sq_w, lambda c, f=seq_w, s=shape: f(c).reshape(s)))
+        if module.bias is not None:
+            bias_grad = b3.sum(2)
+            out.append(("bias", bias_grad.pow(2).sum(1), lambda c, g=bias_grad: c @ g))
+    elif isinstance(module, nn.GroupNorm):
+        normed = F.group_norm(a, module.num_groups, eps=module.eps)
+        dims = tuple(range(2, a.dim()))
+        grads = {"weight": (normed * b).sum(dims), "bias": b.sum(dims)}
+        for local, g in grads.items():
+            if getattr(module, local) is not None:
+                out.append((local, g.pow(2).sum(1), lambda c, g=g: c @ g))
+    return out
+
+
+def _per_group(
+    model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup]
+) -> list[list[tuple[str, Tensor, Any]]]:
+    captured = _capture(model, x, y, groups)
+    result = []
+    for g, (a, b) in zip(groups, captured, strict=True):
+        module = _module_for(model, g)
+        assert module is not None
+        prefix = "" if g.name == "<root>" else f"{g.name}."
+        result.append([(prefix + n, sq, fn) for n, sq, fn in _layer(module, a, b)])
+    return result
+
+
+def per_example_sq_norms(
+    model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup]
+) -> dict[str, Tensor]:
+    """Per group: ||g_{i,l}||² for every example (shape (B,)), from one backward pass."""
+    return {
+        g.name: torch.stack([sq for _, sq, _ in parts]).sum(0)
+        for g, parts in zip(groups, _per_group(model, x, y, groups), strict=True)
+    }
+
+
+def fast_clipped_grad_sums(
+    model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup]
+) -> dict[str, Tensor]:
+    """Σ_i c_{i,l} g_{i,l} per parameter, c_{i,l} = min(1, C_l / ||g_{i,l}||), as the reference."""
+    params = dict(model.named_parameters())
+    if len(x) == 0:
+        return {
+            n: torch.zeros_like(params[n], memory_format=torch.contiguous_format)
+            for g in groups
+            for n in g.param_names
+        }
+    sums: dict[str, Tensor] = {}
+    for g, parts in zip(groups, _per_group(model, x, y, groups), strict=True):
+        with torch.no_grad():
+            norms = torch.stack([sq for _, sq, _ in parts]).sum(0).sqrt()
+            factors = (g.clip_norm / (norms + CLIP_EPS)).clamp(max=1.0)
+            for name, _, fn in parts:
+                sums[name] = fn(factors).reshape(params[name].shape).contiguous()
+    return sums

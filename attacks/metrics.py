@@ -15,8 +15,9 @@ import numpy as np
 from scipy.stats import beta, rankdata
 from sklearn.metrics import classification_report, roc_curve
 
-# One-sided confidence of each Clopper-Pearson bound in the ε lower bound.
-CP_CONFIDENCE = 0.95
+# One-sided confidence of each of the two Clopper-Pearson bounds (FPR and FNR) in the ε lower
+# bound: 0.975 each, so that both hold together with probability >= 95% (union bound).
+CP_CONFIDENCE = 0.975
 
 
 @dataclass(frozen=True)

@@ -1,142 +1,23 @@
-"""Shadow models (Shokri et al. 2017) and the per-class shadow-model attack.
+"""The shadow-model attack of Shokri et al. 2017, with per-class attack models.
 
-Each shadow trains on a random half of the attacker's population, so for every population example
-the attacker knows models that saw it and models that did not. The attack learns, per class, what
-a model's output looks like on its own training examples.
+The shadows are the run's reference models (attacks/references.py): each trained on a random half
+of the candidate pool, so for every population example the attacker knows models that saw it and
+models that did not. The attack learns, per class, what a model's output looks like on its own
+training examples; it is fitted on the population only, never on the evaluation pair.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
-from torch import nn
 
 from attacks import signals
-from attacks.base import AttackContext, AttackScores, Query
-from attacks.target import TorchTarget
-from models.io import load_model, save_model
-from models.training import ProgressFn
-from pipelines.errors import PrivcompError
-
-MEMBERSHIP = "membership.json"
-
-BuildFn = Callable[[int], nn.Module]  # shadow index -> fresh model
-TrainFn = Callable[[nn.Module, np.ndarray, np.ndarray, int], nn.Module]  # (model, x, y, seed)
-
-
-def _shadow_dir(i: int) -> str:
-    return f"shadow-{i:02d}"
-
-
-@dataclass(frozen=True, eq=False)
-class ShadowSet:
-    models: tuple[nn.Module, ...]
-    membership: np.ndarray  # (k, n) bool: shadow i trained on population example j
-    seed: int
-
-    def __post_init__(self) -> None:
-        if self.membership.ndim != 2 or self.membership.shape[0] != len(self.models):
-            raise ValueError("membership must be a (k, n) mask, one row per shadow model")
-
-    @property
-    def k(self) -> int:
-        return len(self.models)
-
-    @property
-    def n(self) -> int:
-        return int(self.membership.shape[1])
-
-    def logits(self, x: np.ndarray, *, progress: ProgressFn | None = None) -> np.ndarray:
-        """(k, len(x), classes): every shadow's logits on x."""
-        out = []
-        for i, model in enumerate(self.models):
-            out.append(TorchTarget(model).predict_logits(x))
-            if progress:
-                progress(i + 1, self.k)
-        return np.stack(out)
-
-    def save(self, directory: Path, *, arch: dict[str, Any]) -> None:
-        """One model folder per shadow, then membership.json (written last: it marks completion)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for i, model in enumerate(self.models):
-            save_model(model, directory / _shadow_dir(i), arch=arch)
-        record = {
-            "seed": self.seed,
-            "n": self.n,
-            "shadows": [_shadow_dir(i) for i in range(self.k)],
-            "members": [np.flatnonzero(row).tolist() for row in self.membership],
-        }
-        tmp = directory / (MEMBERSHIP + ".tmp")
-        tmp.write_text(json.dumps(record))
-        tmp.replace(directory / MEMBERSHIP)
-
-    @classmethod
-    def load(cls, directory: Path) -> ShadowSet:
-        directory = Path(directory)
-        if not (directory / MEMBERSHIP).is_file():
-            raise PrivcompError(f"no complete shadow-model set in {directory}")
-        try:
-            record = json.loads((directory / MEMBERSHIP).read_text())
-            membership = np.zeros((len(record["shadows"]), int(record["n"])), dtype=bool)
-            for i, members in enumerate(record["members"]):
-                membership[i, members] = True
-            models = tuple(load_model(directory / name)[0] for name in record["shadows"])
-        except (OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
-            # Truncated JSON, a deleted model folder, weights that do not fit the architecture.
-            raise PrivcompError(f"corrupt shadow-model set in {directory}: {exc}") from exc
-        return cls(models=models, membership=membership, seed=int(record["seed"]))
-
-
-def shadow_masks(n: int, *, k: int, seed: int) -> np.ndarray:
-    """(k, n) membership masks, each a random half of range(n).
-
-    Shadows come in complementary pairs, so with an even k every example is "in" for exactly k/2
-    shadows and "out" for the rest: the attack sees both sides of every example (and later
-    per-example attacks such as LiRA get balanced in/out models).
-    """
-    if k < 1 or n < 2:
-        raise PrivcompError(f"shadow models need k >= 1 and a population of >= 2 (got {k}, {n})")
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((k, n), dtype=bool)
-    for i in range(k):
-        if i % 2 == 1:
-            masks[i] = ~masks[i - 1]
-        else:
-            masks[i, rng.permutation(n)[: n // 2]] = True
-    return masks
-
-
-def train_shadows(
-    x_pop: np.ndarray,
-    y_pop: np.ndarray,
-    *,
-    k: int,
-    build: BuildFn,
-    train: TrainFn,
-    seed: int,
-    progress: ProgressFn | None = None,
-) -> ShadowSet:
-    """Train k shadows here, one after another.
-
-    An executor that trains them in parallel can build the same ShadowSet from shadow_masks.
-    """
-    masks = shadow_masks(len(x_pop), k=k, seed=seed)
-    models = []
-    for i in range(k):
-        model = train(build(i), x_pop[masks[i]], y_pop[masks[i]], seed + i)
-        models.append(model.eval())
-        if progress:
-            progress(i + 1, k)
-    return ShadowSet(models=tuple(models), membership=masks, seed=seed)
-
+from attacks.base import AttackContext, AttackOutput
 
 # ---- the attack -------------------------------------------------------------------------------
 
@@ -187,14 +68,14 @@ class ShadowAttack:
     per_class: dict[int, Any] = field(default_factory=dict, repr=False)
     pooled: Any = field(default=None, repr=False)
 
-    def run(self, ctx: AttackContext, *, members: Query, nonmembers: Query) -> AttackScores:
+    def run(self, ctx: AttackContext) -> AttackOutput:
+        pop, q = ctx.population, ctx.query
         # One OpenMP thread: these fits are small, and with more threads on a busy machine the
         # boosting's per-iteration synchronisation makes each fit 5-20x slower.
         with threadpool_limits(limits=1, user_api="openmp"):
-            self.fit(ctx.pop_logits, ctx.y_pop, ctx.shadows.membership, seed=ctx.seed)
-            return AttackScores(
-                members=self.score(members.logits, members.y),
-                nonmembers=self.score(nonmembers.logits, nonmembers.y),
+            self.fit(ctx.ref_plain[:, pop], ctx.y[pop], ctx.membership[:, pop], seed=ctx.seed)
+            return AttackOutput(
+                scores=self.score(ctx.logits[q], ctx.y[q]),
                 threshold=0.5,
                 extra={"per_class_models": float(len(self.per_class))},
             )

@@ -1,91 +1,173 @@
-"""The attack registry and the front door used by the `evaluate` stage."""
+"""The attack registry and the front door used by the `evaluate` stage.
+
+The target is queried once on the whole candidate pool (and its augmented variants); every
+attack then works from those outputs and the references'. Scores come back per queried example
+and are split into members and non-members here, by the suite: attacks never see the truth.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from attacks import signals
-from attacks.base import Attack, AttackContext, AttackScores, Query
+from attacks.base import Attack, AttackContext, AttackScores, LabelOnlyError
+from attacks.label_only import GapAttack
+from attacks.lira import LiRA
 from attacks.metrics import AttackMetrics, attack_metrics
-from attacks.shadow import ShadowAttack, ShadowSet
-from attacks.target import Target
-from attacks.threshold import ThresholdAttack
+from attacks.references import ReferenceSet
+from attacks.rmia import RMIA
+from attacks.shadow import ShadowAttack
+from attacks.signals import query_variants
+from attacks.target import LabelTarget, Target
+from attacks.threshold import SIGNALS, ThresholdAttack
 from models.training import ProgressFn
 from pipelines.errors import PrivcompError
 
 AttackFactory = Callable[[], Attack]
 ATTACKS: dict[str, AttackFactory] = {}
-DEFAULT_ATTACKS = ("loss", "confidence", "shadow")
-
-Pair = tuple[np.ndarray, np.ndarray]  # (x, y)
+DEFAULT_ATTACKS = ("loss", "confidence", "shadow", "lira", "lira-offline", "rmia", "gap")
 
 
 def register_attack(name: str, factory: AttackFactory) -> None:
     ATTACKS[name] = factory
 
 
-register_attack("loss", lambda: ThresholdAttack(signals.loss_score))
-register_attack("confidence", lambda: ThresholdAttack(signals.confidence_score))
+def _threshold(name: str) -> AttackFactory:
+    return lambda: ThresholdAttack(SIGNALS[name])
+
+
+for _name in SIGNALS:
+    register_attack(_name, _threshold(_name))
 register_attack("shadow", ShadowAttack)
+# "lira" / "lira-offline": per-example variance from 64 references on, a fixed one below.
+for _online, _prefix in ((True, "lira"), (False, "lira-offline")):
+    for _variance, _suffix in (("auto", ""), ("per-example", "-per-example"), ("fixed", "-fixed")):
+        register_attack(_prefix + _suffix, partial(LiRA, online=_online, variance=_variance))
+register_attack("rmia", RMIA)
+register_attack("gap", GapAttack)
+
+
+@dataclass(frozen=True, eq=False)
+class Pool:
+    """The candidate pool: references trained on its halves; positions index x and y.
+
+    members / nonmembers: the evaluation pair (the truth, used only to split scores);
+    population: attacker data, known not to be in the target's training set.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    members: np.ndarray
+    nonmembers: np.ndarray
+    population: np.ndarray
+
+    def __post_init__(self) -> None:
+        parts = [np.asarray(p) for p in (self.members, self.nonmembers, self.population)]
+        joined = np.concatenate(parts)
+        if len(self.x) != len(self.y):
+            raise PrivcompError("pool inputs and labels differ in length")
+        if joined.size and (joined.min() < 0 or joined.max() >= len(self.y)):
+            raise PrivcompError("pool positions out of range")
+        if np.unique(joined).size != joined.size:
+            raise PrivcompError("members, non-members and population must be disjoint")
+        if min(len(self.members), len(self.nonmembers)) == 0:
+            raise PrivcompError("the evaluation pair needs at least one member and one non-member")
+
+    @property
+    def query(self) -> np.ndarray:
+        return np.sort(np.concatenate([self.members, self.nonmembers]))
+
+
+@dataclass(frozen=True, eq=False)
+class TargetOutputs:
+    labels: np.ndarray  # (A, n)
+    logits: np.ndarray | None  # (A, n, C); None for a label-only target
+
+
+def query_target(target: Target | LabelTarget, variants: np.ndarray) -> TargetOutputs:
+    """The target's answers on every variant (A, n, ...) of the pool."""
+    if isinstance(target, Target):
+        logits = np.stack([target.predict_logits(v) for v in variants])
+        return TargetOutputs(labels=logits.argmax(axis=-1), logits=logits)
+    if isinstance(target, LabelTarget):
+        labels = np.stack([np.asarray(target.predict_labels(v)) for v in variants])
+        return TargetOutputs(labels=labels, logits=None)
+    raise PrivcompError(f"cannot query a {type(target).__name__}: no predict_logits/labels")
 
 
 def score_attacks(
-    target: Target,
+    target: Target | LabelTarget,
     *,
-    members: Pair,
-    nonmembers: Pair,
-    shadows: ShadowSet,
-    x_pop: np.ndarray,
-    y_pop: np.ndarray,
+    pool: Pool,
+    references: ReferenceSet,
     names: Sequence[str] = DEFAULT_ATTACKS,
     seed: int = 0,
     progress: ProgressFn | None = None,
 ) -> dict[str, AttackScores]:
-    """Each named attack's scores on the evaluation pair (one target query per example)."""
-    _check_inputs(names, shadows=shadows, x_pop=x_pop, y_pop=y_pop)
-    total = shadows.k + 2 + len(names)
-    step = _Steps(progress, total)
-    # Shadow outputs on the population are the expensive shared part: computed once for all.
-    pop_logits = shadows.logits(x_pop, progress=lambda done, _: step.at(done))
-    ctx = AttackContext(shadows=shadows, x_pop=x_pop, y_pop=y_pop, pop_logits=pop_logits, seed=seed)
-    queries = []
-    for x, y in (members, nonmembers):
-        queries.append(Query(x=x, y=np.asarray(y), logits=target.predict_logits(x)))
-        step.next()
+    """Each named attack's scores on the evaluation pair (members, non-members)."""
+    check_attack_names(names)
+    if references.n != len(pool.y):
+        # A stale reference cache would silently pair references with the wrong examples.
+        raise PrivcompError(
+            f"reference models were trained on a pool of {references.n} examples, "
+            f"but the pool has {len(pool.y)}"
+        )
+    total, done = len(names) + 1, 0
+    outputs = query_target(target, query_variants(pool.x, references.augment))
+    done += 1
+    if progress:
+        progress(done, total)
+    query = pool.query
+    ctx = AttackContext(
+        y=np.asarray(pool.y),
+        ref_logits=references.logits,
+        membership=references.membership,
+        target_labels=outputs.labels,
+        target_logits=outputs.logits,
+        query=query,
+        population=np.asarray(pool.population),
+        seed=seed,
+    )
+    is_member = np.isin(query, pool.members)
     out = {}
     for name in names:
-        out[name] = ATTACKS[name]().run(ctx, members=queries[0], nonmembers=queries[1])
-        step.next()
+        attack = ATTACKS[name]()
+        if outputs.logits is None and getattr(attack, "needs_logits", True):
+            raise PrivcompError(f"attack '{name}' needs scores; the target returns labels only")
+        try:
+            result = attack.run(ctx)
+        except LabelOnlyError as exc:
+            raise PrivcompError(f"attack '{name}': {exc}") from exc
+        scores = np.asarray(result.scores, dtype=np.float64)
+        out[name] = AttackScores(
+            members=scores[is_member],
+            nonmembers=scores[~is_member],
+            threshold=result.threshold,
+            extra=dict(result.extra),
+        )
+        done += 1
+        if progress:
+            progress(done, total)
     return out
 
 
 def run_attacks(
-    target: Target,
+    target: Target | LabelTarget,
     *,
-    members: Pair,
-    nonmembers: Pair,
-    shadows: ShadowSet,
-    x_pop: np.ndarray,
-    y_pop: np.ndarray,
+    pool: Pool,
+    references: ReferenceSet,
     names: Sequence[str] = DEFAULT_ATTACKS,
     delta: float = 1e-5,
     seed: int = 0,
     n_bootstrap: int = 200,
     progress: ProgressFn | None = None,
 ) -> dict[str, AttackMetrics]:
-    """Metrics of each named attack against target; members/nonmembers should be balanced."""
+    """Metrics of each named attack against target; the evaluation pair should be balanced."""
     scores = score_attacks(
-        target,
-        members=members,
-        nonmembers=nonmembers,
-        shadows=shadows,
-        x_pop=x_pop,
-        y_pop=y_pop,
-        names=names,
-        seed=seed,
-        progress=progress,
+        target, pool=pool, references=references, names=names, seed=seed, progress=progress
     )
     return {
         name: attack_metrics(
@@ -101,31 +183,8 @@ def run_attacks(
     }
 
 
-def _check_inputs(
-    names: Sequence[str], *, shadows: ShadowSet, x_pop: np.ndarray, y_pop: np.ndarray
-) -> None:
+def check_attack_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in ATTACKS]
     if unknown:
         known = ", ".join(sorted(ATTACKS))
         raise PrivcompError(f"unknown attack(s) {', '.join(unknown)} (known: {known})")
-    if not len(x_pop) == len(y_pop) == shadows.n:
-        # A stale shadow cache would silently pair shadows with the wrong examples.
-        raise PrivcompError(
-            f"shadow models were trained on a population of {shadows.n} examples, "
-            f"but {len(x_pop)} were given"
-        )
-
-
-class _Steps:
-    """Maps the suite's sub-steps onto one progress(done, total) callback."""
-
-    def __init__(self, progress: ProgressFn | None, total: int) -> None:
-        self.progress, self.total, self.done = progress, total, 0
-
-    def at(self, done: int) -> None:
-        self.done = done
-        if self.progress:
-            self.progress(done, self.total)
-
-    def next(self) -> None:
-        self.at(self.done + 1)

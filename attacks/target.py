@@ -1,5 +1,6 @@
 """What an attack queries: anything that maps inputs to logits, so the shipped ONNX file is attacked
-exactly as it will run, and a torch model during training stages.
+exactly as it will run, and a torch model during training stages. A target that answers with
+labels only (LabelTarget) can still be attacked by the label-only attack.
 """
 
 from __future__ import annotations
@@ -19,6 +20,25 @@ class Target(Protocol):
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, classes) for float32 inputs (N, C, H, W)."""
         ...
+
+
+@runtime_checkable
+class LabelTarget(Protocol):
+    """A deployment that answers with the predicted class only (label-only attacks)."""
+
+    def predict_labels(self, x: np.ndarray) -> np.ndarray:
+        """Predicted classes (N,) for float32 inputs (N, C, H, W)."""
+        ...
+
+
+class LabelOnlyTarget:
+    """Wraps a Target so that only its predicted labels are visible (an API that hides scores)."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+
+    def predict_labels(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._target.predict_logits(x).argmax(axis=1))
 
 
 class TorchTarget:

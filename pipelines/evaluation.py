@@ -1,40 +1,79 @@
 """Measuring an artifact: test accuracy, size, and the membership-inference attack suite.
 
-Shadow models are the attacker's: trained on the population split with the non-private recipe,
-once per run, cached under references/ and reused for every stage's artifact.
+Reference models are the auditor's: trained once per run on random halves of the candidate pool
+(the evaluation pair, which is the same for every stage, plus the population split), cached under
+references/ and reused by every stage's evaluation. With evaluate.mirror the references also go
+through the compression stages the artifact went through (pruned, exported, quantized), each
+mirrored set cached under references/mirror-<steps>/.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
-from attacks.shadow import ShadowSet, train_shadows
-from attacks.suite import ATTACKS, run_attacks
-from models.training import accuracy, fit
-from models.zoo import seeded_model
+from attacks.references import (
+    ReferenceSet,
+    TrainRecipe,
+    load_logits,
+    ref_name,
+    reference_targets,
+    save_logits,
+    train_references,
+    variant_logits,
+)
+from attacks.signals import AUGMENTATIONS, query_variants
+from attacks.suite import Pool, check_attack_names, run_attacks
+from attacks.target import OnnxTarget, Target, TorchTarget
+from models.training import accuracy
 from pipelines.artifacts import artifact_bytes, artifact_params, open_target
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
+from pipelines.executors import EXECUTORS, Executor, make_executor
+from pipelines.rundir import write_json
 
-SHADOW_DIR = Path("references") / "shadows"
+REFERENCE_DIR = Path("references")
+RECIPE = "recipe.json"
+TIMING = "timing.json"
+RECIPES = ("train", "target")
+MIRRORED_STAGES = ("prune", "export", "quantize")
+TRAINING_STAGES = ("train", "train-ladp", "train-dpsgd")
+ROC_POINTS = 100  # log-spaced points of each ROC curve kept in metrics.json
+
+__all__ = ["check_attack_names", "check_evaluate_config", "measure_artifact", "reference_set"]
 
 
-def check_attack_names(names: list[str]) -> None:
-    unknown = [n for n in names if n not in ATTACKS]
-    if unknown:
-        known = ", ".join(sorted(ATTACKS))
-        raise PrivcompError(f"unknown attack(s): {', '.join(unknown)} (known: {known})")
+def check_evaluate_config(cfg: dict[str, Any]) -> None:
+    """One-line errors for bad [evaluate] settings, before anything is trained."""
+    check_attack_names(list(cfg["attacks"]))
+    if cfg["reference_recipe"] not in RECIPES:
+        raise PrivcompError(f"evaluate.reference_recipe must be one of {', '.join(RECIPES)}")
+    if cfg["executor"] not in EXECUTORS:
+        raise PrivcompError(f"evaluate.executor must be one of {', '.join(sorted(EXECUTORS))}")
+    if cfg["augment"] not in AUGMENTATIONS:
+        raise PrivcompError(f"evaluate.augment must be one of {', '.join(AUGMENTATIONS)}")
+    if int(cfg["workers"]) < 1:
+        raise PrivcompError("evaluate.workers must be >= 1")
+    if int(cfg["shadow_models"]) < 2 or int(cfg["shadow_epochs"]) < 1:
+        raise PrivcompError("evaluate.shadow_models must be >= 2 and shadow_epochs >= 1")
 
 
 def measure_artifact(
     ctx: RunContext, name: str, path: Path, *, with_attacks: bool
 ) -> dict[str, Any]:
-    """The summary fields of one artifact: utility, size and (optionally) attacks."""
+    """The summary fields of one artifact: utility, size and (optionally) attacks.
+
+    With attacks, "roc" holds each attack's ROC curve ({"fpr", "tpr"}, log-spaced points) for
+    metrics.json; the summary takes only utility, size and attacks.
+    """
     target = open_target(name, path)
     x_test, y_test = ctx.split("test")
     result: dict[str, Any] = {
@@ -42,88 +81,343 @@ def measure_artifact(
         "size": {"params": artifact_params(name, path), "bytes": artifact_bytes(name, path)},
         "attacks": {},
     }
-    if with_attacks:
-        result["attacks"] = _attack(ctx, target)
+    if with_attacks and ctx.config["evaluate"]["attacks"]:
+        result["attacks"], result["roc"] = _attack(ctx, target)
     return result
 
 
-def _attack(ctx: RunContext, target: Any) -> dict[str, Any]:
+def _attack(ctx: RunContext, target: Target) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg = ctx.config["evaluate"]
-    members, nonmembers = _balanced_pair(ctx, int(cfg["samples"]))
-    x_pop, y_pop = ctx.split("population")
+    check_evaluate_config(cfg)
+    candidates = candidate_pool(ctx)
+    references = reference_set(ctx, candidates)
     with ctx.reporter.task("attacks") as progress:
         metrics = run_attacks(
             target,
-            members=members,
-            nonmembers=nonmembers,
-            shadows=shadow_set(ctx),
-            x_pop=x_pop,
-            y_pop=y_pop,
+            pool=candidates.pool,
+            references=references,
             names=list(cfg["attacks"]),
             delta=float(cfg["delta"]),
             seed=ctx.seed,
             progress=progress,
         )
-    return {attack: m.to_dict() for attack, m in metrics.items()}
+    summary = {attack: m.to_dict() for attack, m in metrics.items()}
+    roc = {attack: m.to_dict(roc_points=ROC_POINTS)["roc"] for attack, m in metrics.items()}
+    return summary, roc
 
 
-def _balanced_pair(
-    ctx: RunContext, samples: int
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Equally many members and non-members, drawn with the run's seed."""
+# ---- the candidate pool ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    indices: np.ndarray  # data set index of each pool position (sorted)
+    pool: Pool
+
+
+def _balanced_pair(ctx: RunContext, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Equally many members and non-members (data set indices), drawn with the run's seed: the
+    same pair for every stage of a run."""
     m_idx, n_idx = ctx.splits["members"], ctx.splits["nonmembers"]
     k = min(samples, len(m_idx), len(n_idx))
     if k < 10:
         raise PrivcompError(f"too few members/non-members to attack ({k}); enlarge the splits")
     rng = np.random.default_rng(ctx.seed + 1)
-    pair = []
-    for idx in (m_idx, n_idx):
-        chosen = np.sort(rng.choice(idx, size=k, replace=False))
-        pair.append((ctx.dataset.x[chosen], ctx.dataset.y[chosen]))
-    return pair[0], pair[1]
+    members = np.sort(rng.choice(m_idx, size=k, replace=False))
+    nonmembers = np.sort(rng.choice(n_idx, size=k, replace=False))
+    return members, nonmembers
 
 
-def shadow_set(ctx: RunContext) -> ShadowSet:
-    """Load the run's shadow models, or train them once if missing or made with other settings."""
-    directory = ctx.run_dir / SHADOW_DIR
-    recipe = _shadow_recipe(ctx)
-    record = directory / "recipe.json"
-    if record.exists() and json.loads(record.read_text()) == recipe:
-        return ShadowSet.load(directory)
-    arch = ctx.model_arch()
-    kwargs = {**arch["kwargs"], "in_shape": tuple(arch["kwargs"]["in_shape"])}
-    train_cfg = ctx.config["train"]
-
-    def build(i: int) -> nn.Module:
-        return seeded_model(arch["name"], seed=ctx.seed + 1000 + i, **kwargs)
-
-    def train(model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int) -> nn.Module:
-        return fit(
-            model,
-            x,
-            y,
-            epochs=recipe["epochs"],
-            batch_size=int(train_cfg["batch_size"]),
-            lr=float(train_cfg["lr"]),
-            seed=seed,
-        )
-
-    x_pop, y_pop = ctx.split("population")
-    with ctx.reporter.task(f"shadow models ({recipe['k']})") as progress:
-        shadows = train_shadows(
-            x_pop, y_pop, k=recipe["k"], build=build, train=train, seed=ctx.seed, progress=progress
-        )
-    shadows.save(directory, arch=arch)
-    record.write_text(json.dumps(recipe))
-    return shadows
+def candidate_pool(ctx: RunContext) -> Candidates:
+    """Evaluation pair + population, in data set order (roles interleaved)."""
+    members, nonmembers = _balanced_pair(ctx, int(ctx.config["evaluate"]["samples"]))
+    population = np.asarray(ctx.splits["population"])
+    if len(population) < 2:
+        raise PrivcompError("the attacks need a population split (data.population > 0)")
+    indices = np.sort(np.concatenate([members, nonmembers, population]))
+    pool = Pool(
+        x=ctx.dataset.x[indices],
+        y=ctx.dataset.y[indices],
+        members=np.searchsorted(indices, members),
+        nonmembers=np.searchsorted(indices, nonmembers),
+        population=np.searchsorted(indices, population),
+    )
+    return Candidates(indices=indices, pool=pool)
 
 
-def _shadow_recipe(ctx: RunContext) -> dict[str, Any]:
+# ---- reference models -----------------------------------------------------------------------
+
+
+def _executor(ctx: RunContext) -> Executor:
     cfg = ctx.config["evaluate"]
-    return {
+    return make_executor(str(cfg["executor"]), workers=int(cfg["workers"]))
+
+
+def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
+    """The references' recipe and a one-line description of it.
+
+    "train": Adam with the [train] settings for evaluate.shadow_epochs (cheap, the default);
+    "target": the recipe of the run's training stage, LADP included.
+    """
+    cfg, train = ctx.config["evaluate"], ctx.config["train"]
+    adam = TrainRecipe(
+        epochs=int(cfg["shadow_epochs"]),
+        batch_size=int(train["batch_size"]),
+        lr=float(train["lr"]),
+        weight_decay=float(train["weight_decay"]),
+    )
+    if cfg["reference_recipe"] == "train":
+        return adam, "train"
+    trained_by = next((s for s in ctx.history if s in TRAINING_STAGES), "train")
+    if trained_by == "train-ladp":
+        ladp = dict(ctx.config["train-ladp"])
+        return TrainRecipe(epochs=int(ladp["epochs"]), ladp=ladp), "target (train-ladp)"
+    if trained_by == "train":
+        return TrainRecipe(
+            epochs=int(train["epochs"]),
+            batch_size=adam.batch_size,
+            lr=adam.lr,
+            weight_decay=adam.weight_decay,
+        ), "target (train)"
+    raise PrivcompError(f"evaluate.reference_recipe 'target' does not support {trained_by} yet")
+
+
+def _pool_digest(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _read_recipe(directory: Path) -> Any:
+    try:
+        return json.loads((directory / RECIPE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cached(directory: Path, recipe: dict[str, Any]) -> bool:
+    return _read_recipe(directory) == recipe and (directory / "membership.json").is_file()
+
+
+def _ensure_logits(directory: Path, augment: str, x: np.ndarray) -> None:
+    if load_logits(directory, augment) is not None:
+        return
+    variants = query_variants(x, augment)
+    logits = [variant_logits(t, variants) for t in reference_targets(directory)]
+    save_logits(directory, augment, np.stack(logits))
+
+
+def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> ReferenceSet:
+    """The run's references for the latest artifact: trained once, mirrored when configured."""
+    candidates = candidates or candidate_pool(ctx)
+    cfg = ctx.config["evaluate"]
+    augment = str(cfg["augment"])
+    base = ctx.run_dir / REFERENCE_DIR
+    recipe, described = train_recipe(ctx)
+    record = {
         "k": int(cfg["shadow_models"]),
-        "epochs": int(cfg["shadow_epochs"]),
         "model": ctx.model_arch(),
-        "train": ctx.config["train"],
+        "recipe": recipe.to_dict(),
+        "reference_recipe": described,
         "seed": ctx.seed,
+        "dataset": ctx.dataset.name,
+        "pool": _pool_digest(candidates.indices),
     }
+    x, y = candidates.pool.x, candidates.pool.y
+    if not _cached(base, record):
+        if base.exists():
+            shutil.rmtree(base)  # made with another recipe or pool: retrain (mirrors included)
+        executor = _executor(ctx)
+        workers = 1 if cfg["executor"] == "serial" else int(cfg["workers"])
+        label = f"reference models ({cfg['shadow_models']}, {described}, {workers} worker(s))"
+        start = time.perf_counter()
+        with ctx.reporter.task(label) as progress:
+            refs = train_references(
+                x,
+                y,
+                k=int(cfg["shadow_models"]),
+                arch=ctx.model_arch(),
+                recipe=recipe,
+                seed=ctx.seed,
+                directory=base,
+                augment=augment,
+                executor=executor,
+                progress=progress,
+                pool=candidates.indices,
+            )
+        timing = {
+            "wall_seconds": round(time.perf_counter() - start, 3),
+            "train_seconds": [round(s, 3) for s in refs.seconds],
+            "executor": cfg["executor"],
+            "workers": workers,
+        }
+        write_json(base / TIMING, timing)
+        write_json(base / RECIPE, record)
+    else:
+        _ensure_logits(base, augment, x)
+        refs = ReferenceSet.load(base, augment=augment)
+    if not cfg["mirror"]:
+        return refs
+    steps = mirror_steps(ctx)
+    return mirrored_set(ctx, steps, refs, candidates) if steps else refs
+
+
+# ---- mirroring the target's compression -----------------------------------------------------
+
+
+def mirror_steps(ctx: RunContext) -> tuple[str, ...]:
+    """The compression stages the latest artifact went through, in order."""
+    skipped = [s for s in ctx.history if s not in (*MIRRORED_STAGES, *TRAINING_STAGES, "evaluate")]
+    if skipped:
+        ctx.reporter.info(f"  mirror: references are not passed through {', '.join(skipped)}")
+    return tuple(s for s in ctx.history if s in MIRRORED_STAGES)
+
+
+@dataclass(frozen=True, eq=False)
+class MirrorJob:
+    source: str  # a reference artifact folder (model folder or folder with one .onnx)
+    out_dir: str
+    step: str  # prune | export | quantize
+    prune: dict[str, Any]
+    quantize: dict[str, Any]
+    example: np.ndarray  # two public inputs (pruning trace, export example)
+    check: np.ndarray  # inputs the ONNX export is compared with torch on
+    calibration: np.ndarray  # the public sample: int8 calibration, data-driven pruning
+    calibration_labels: np.ndarray
+    x: np.ndarray  # the pool
+    augment: str
+    tolerance: float = 1e-4  # ONNX vs torch, as the export stage checks
+
+
+def mirror_reference(job: MirrorJob) -> np.ndarray:
+    """Apply one compression step to one reference; return its logits on the pool variants.
+
+    Mirrored: pruning (ratio, importance, global/iterative when configured; no fine-tuning)
+    and static int8 (per-channel, calibration method) on the stage's public calibration sample.
+    """
+    import torch
+
+    from compress.export import export_onnx
+    from compress.prune import prune_model
+    from compress.quantize import quantize_static_int8
+    from models.io import WEIGHTS, load_model, save_model
+
+    source, out = Path(job.source), Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    is_torch = (source / WEIGHTS).is_file()
+    target: Target
+    if job.step == "prune":
+        if not is_torch:
+            raise PrivcompError("mirror: prune after export/quantize cannot be mirrored")
+        model, arch = load_model(source)
+        options: dict[str, Any] = {
+            "ratio": float(job.prune["ratio"]),
+            "importance": str(job.prune["importance"]),
+            # Same criterion data as the stage's: the public sample (read only by Taylor).
+            "importance_data": (job.calibration, job.calibration_labels),
+        }
+        for key in ("global_pruning", "iterative_steps"):  # when this version has them
+            if key in job.prune:
+                options[key] = job.prune[key]
+        prune_model(model, torch.as_tensor(job.example), **options)
+        save_model(model, out, arch=arch)
+        target = TorchTarget(model.eval())
+    elif job.step == "export":
+        if not is_torch:
+            raise PrivcompError("mirror: export needs a torch reference")
+        model, _ = load_model(source)
+        path = out / "model.onnx"
+        example = torch.as_tensor(job.example)
+        export_onnx(
+            model, path, example_input=example, check_inputs=job.check, tolerance=job.tolerance
+        )
+        target = OnnxTarget(path)
+    elif job.step == "quantize":
+        path = out / "model.int8.onnx"
+        with tempfile.TemporaryDirectory(prefix="privcomp-mirror-") as work:
+            if is_torch:
+                fp32 = Path(work) / "model.onnx"
+                model, _ = load_model(source)
+                example = torch.as_tensor(job.example)
+                export_onnx(
+                    model,
+                    fp32,
+                    example_input=example,
+                    check_inputs=job.check,
+                    tolerance=job.tolerance,
+                )
+            else:
+                fp32 = next(iter(sorted(source.glob("*.onnx"))))
+            method = (
+                {"method": job.quantize["calibration_method"]}
+                if ("calibration_method" in job.quantize)
+                else {}
+            )
+            quantize_static_int8(
+                fp32,
+                path,
+                calibration=job.calibration,
+                per_channel=bool(job.quantize["per_channel"]),
+                **method,
+            )
+        target = OnnxTarget(path)
+    else:
+        raise PrivcompError(f"mirror: unknown compression step '{job.step}'")
+    return variant_logits(target, query_variants(job.x, job.augment))
+
+
+def _calibration(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
+    """The quantize stage's calibration sample of the public split (same seeded order)."""
+    x, y = ctx.split("public")
+    n = min(int(ctx.config["quantize"]["calibration_samples"]), len(x))
+    order = np.random.default_rng(ctx.seed).permutation(len(x))[:n]
+    return x[order], y[order]
+
+
+def mirrored_set(
+    ctx: RunContext, steps: tuple[str, ...], base: ReferenceSet, candidates: Candidates
+) -> ReferenceSet:
+    """The references passed through `steps` (cached per prefix, built from the previous one)."""
+    root = ctx.run_dir / REFERENCE_DIR
+    augment = str(ctx.config["evaluate"]["augment"])
+    directory = root / ("mirror-" + "+".join(steps))
+    record = {
+        "steps": list(steps),
+        "prune": ctx.config["prune"],
+        "quantize": ctx.config["quantize"],
+        "base": _read_recipe(root),
+    }
+    x = candidates.pool.x
+    if _cached(directory, record):
+        _ensure_logits(directory, augment, x)
+        return ReferenceSet.load(directory, augment=augment)
+    if len(steps) > 1:
+        mirrored_set(ctx, steps[:-1], base, candidates)  # make sure the previous prefix exists
+        source = root / ("mirror-" + "+".join(steps[:-1]))
+    else:
+        source = root
+    if directory.exists():
+        shutil.rmtree(directory)
+    public_x = ctx.split("public")[0]
+    calibration, calibration_labels = _calibration(ctx)
+    jobs = [
+        MirrorJob(
+            source=str(source / ref_name(i)),
+            out_dir=str(directory / ref_name(i)),
+            step=steps[-1],
+            prune=dict(ctx.config["prune"]),
+            quantize=dict(ctx.config["quantize"]),
+            example=public_x[:2],
+            check=ctx.split("test")[0][:256],
+            calibration=calibration,
+            calibration_labels=calibration_labels,
+            x=x,
+            augment=augment,
+            tolerance=float(ctx.config.get("export", {}).get("tolerance", 1e-4)),
+        )
+        for i in range(base.k)
+    ]
+    with ctx.reporter.task(f"mirror references: {'+'.join(steps)}") as progress:
+        logits = _executor(ctx).map(mirror_reference, jobs, progress=progress)
+    refs = ReferenceSet(base.membership, np.stack(logits), augment=augment, seed=base.seed)
+    refs.save(directory, pool=candidates.indices)
+    write_json(directory / RECIPE, record)
+    return refs

@@ -1,4 +1,5 @@
-"""A tiny privacy game on sklearn digits: a target that memorised 50 members, and 4 shadows.
+"""A tiny privacy game on sklearn digits: a target that memorised its few members, and references
+trained on random halves of the candidate pool (members + non-members + population).
 
 A uniquely named module, not conftest.py: tests/conftest.py exists too, so "from conftest import"
 would be ambiguous.
@@ -9,46 +10,39 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from attacks.shadow import ShadowSet, train_shadows
+from attacks.references import ReferenceSet, TrainRecipe, train_references
+from attacks.suite import Pool
 from models.training import fit
 from models.zoo import seeded_model
 from pipelines.data import load_dataset
 
-N_MEMBERS = 50  # tiny, so that 100 epochs without regularisation memorise it
+N_MEMBERS = 100  # few, so that 100 epochs without regularisation memorise them
+N_POPULATION = 100
+EPOCHS = 100
 ARCH: dict[str, Any] = {
     "name": "mlp",
-    "kwargs": {"in_shape": (1, 8, 8), "num_classes": 10, "hidden": 64},
+    "kwargs": {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": 64},
 }
+RECIPE = TrainRecipe(epochs=EPOCHS, batch_size=32)
 
 
 @dataclass(frozen=True, eq=False)
 class Game:
     target: nn.Module
-    shadows: ShadowSet
-    x: np.ndarray
-    y: np.ndarray
-    members: np.ndarray  # indices into x
-    nonmembers: np.ndarray
-    population: np.ndarray
+    references: ReferenceSet
+    pool: Pool
+    references_dir: Path  # the saved reference models
 
-    def pair(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.x[idx], self.y[idx]
-
-    def attack_inputs(self) -> dict[str, Any]:
+    def inputs(self) -> dict[str, Any]:
         """Keyword arguments of run_attacks / score_attacks, all but the target."""
-        return {
-            "members": self.pair(self.members),
-            "nonmembers": self.pair(self.nonmembers),
-            "shadows": self.shadows,
-            "x_pop": self.x[self.population],
-            "y_pop": self.y[self.population],
-        }
+        return {"pool": self.pool, "references": self.references}
 
 
 @contextmanager
@@ -62,23 +56,40 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def build(i: int) -> nn.Module:
-    return seeded_model(ARCH["name"], seed=100 + i, **ARCH["kwargs"])
+def build(seed: int) -> nn.Module:
+    kwargs = {**ARCH["kwargs"], "in_shape": tuple(ARCH["kwargs"]["in_shape"])}
+    return seeded_model(ARCH["name"], seed=seed, **kwargs)
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int) -> nn.Module:
-    return fit(model, x, y, epochs=100, batch_size=32, seed=seed)
-
-
-def make_game(*, seed: int = 0, k: int = 4) -> Game:
+def make_game(directory: Path, *, seed: int = 0, k: int = 8, disjoint: bool = False) -> Game:
+    """disjoint=True: the target trains on other data than the whole pool (a null game)."""
     data = load_dataset("digits")
     order = np.random.default_rng(seed).permutation(len(data.y))
-    members, nonmembers = order[:N_MEMBERS], order[N_MEMBERS : 2 * N_MEMBERS]
-    # Twice the members: each shadow trains on a half, as many examples as the target saw.
-    population = order[2 * N_MEMBERS : 4 * N_MEMBERS]
+    n, p = N_MEMBERS, N_POPULATION
+    chosen = order[: 2 * n + p]
+    # Pool positions: the chosen examples in data set order, so roles are interleaved.
+    pool_idx = np.sort(chosen)
+    role = {int(i): r for r, part in enumerate(np.split(chosen, [n, 2 * n])) for i in part}
+    roles = np.array([role[int(i)] for i in pool_idx])
+    train_idx = order[2 * n + p : 3 * n + p] if disjoint else order[:n]
     with one_thread():
-        target = train(build(-1), data.x[members], data.y[members], seed)
-        shadows = train_shadows(
-            data.x[population], data.y[population], k=k, build=build, train=train, seed=seed + 1
+        target = fit(
+            build(seed - 1), data.x[train_idx], data.y[train_idx], epochs=EPOCHS, batch_size=32
         )
-    return Game(target, shadows, data.x, data.y, members, nonmembers, population)
+        references = train_references(
+            data.x[pool_idx],
+            data.y[pool_idx],
+            k=k,
+            arch=ARCH,
+            recipe=RECIPE,
+            seed=seed + 1,
+            directory=directory,
+        )
+    pool = Pool(
+        x=data.x[pool_idx],
+        y=data.y[pool_idx],
+        members=np.flatnonzero(roles == 0),
+        nonmembers=np.flatnonzero(roles == 1),
+        population=np.flatnonzero(roles == 2),
+    )
+    return Game(target, references, pool, directory)

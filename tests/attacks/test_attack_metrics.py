@@ -7,6 +7,7 @@ from scipy.stats import binom
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from attacks.metrics import (
+    CP_CONFIDENCE,
     attack_metrics,
     best_threshold,
     clopper_pearson_upper,
@@ -39,6 +40,9 @@ def test_auc_and_tpr_agree_with_sklearn(decimals: int | None) -> None:
     m = attack_metrics(members, nonmembers, threshold=0.25, n_bootstrap=20)
     labels = np.r_[np.ones(700), np.zeros(1300)]
     assert m.auc == pytest.approx(roc_auc_score(labels, np.r_[members, nonmembers]), abs=1e-12)
+    fpr, tpr, _ = roc_curve(labels, np.r_[members, nonmembers], drop_intermediate=False)
+    np.testing.assert_array_equal(m.roc.fpr, fpr)
+    np.testing.assert_array_equal(m.roc.tpr, tpr)
     assert m.tpr_at_1pct_fpr == _tpr_at(members, nonmembers, 0.01)
     assert m.tpr_at_0_1pct_fpr == _tpr_at(members, nonmembers, 0.001)
     tpr, fpr = (members >= 0.25).mean(), (nonmembers >= 0.25).mean()
@@ -64,17 +68,19 @@ def test_perfectly_separated_scores() -> None:
     m = attack_metrics(members, nonmembers, threshold=threshold)
     assert m.auc == 1.0 and m.auc_ci == (1.0, 1.0)
     assert m.balanced_accuracy == 1.0 and m.tpr_at_0_1pct_fpr == 1.0
-    # No errors in 100 + 100 trials: each error rate is below 1 - 0.05 ** (1 / 100) at 95%.
-    upper = 1 - 0.05 ** (1 / 100)
+    # No errors in 100 + 100 trials: each error rate is below 1 - 0.025 ** (1 / 100) at 97.5%
+    # (two bounds at 97.5% each hold together with probability >= 95%).
+    upper = 1 - 0.025 ** (1 / 100)
     assert m.epsilon_lower_bound == pytest.approx(math.log((1 - 1e-5 - upper) / upper))
     assert m.epsilon_lower_bound > 3.0
 
 
 def test_clopper_pearson_and_epsilon_golden_values() -> None:
-    assert clopper_pearson_upper(0, 100) == pytest.approx(1 - 0.05 ** (1 / 100))
+    assert CP_CONFIDENCE == 0.975  # per bound; the FPR and FNR bounds hold jointly at 95%
+    assert clopper_pearson_upper(0, 100) == pytest.approx(1 - 0.025 ** (1 / 100))
     assert clopper_pearson_upper(100, 100) == 1.0
-    # The bound is the rate at which seeing <= 10 errors in 100 has probability 5%.
-    assert binom.cdf(10, 100, clopper_pearson_upper(10, 100)) == pytest.approx(0.05)
+    # The bound is the rate at which seeing <= 10 errors in 100 has probability 2.5%.
+    assert binom.cdf(10, 100, clopper_pearson_upper(10, 100)) == pytest.approx(0.025)
     # Symmetric in the two error types; chance-level errors give no evidence.
     a = epsilon_lower_bound(
         false_positives=5, n_negatives=100, false_negatives=40, n_positives=100, delta=0.0

@@ -48,7 +48,7 @@ def test_run_directory_contract(main_run: tuple[Path, dict, Config]) -> None:
 
 
 def test_summary_has_every_stage_with_the_design_keys(main_run: tuple[Path, dict, Config]) -> None:
-    _, summary, _ = main_run
+    _, summary, config = main_run
     assert set(summary["run"]) >= {"dataset", "model", "seed", "version"}
     assert [s["name"] for s in summary["stages"]] == MAIN
     for stage in summary["stages"]:
@@ -61,7 +61,8 @@ def test_summary_has_every_stage_with_the_design_keys(main_run: tuple[Path, dict
             "size",
             "attacks",
         }
-        assert set(stage["attacks"]) == {"loss", "confidence", "shadow"}
+        assert set(stage["attacks"]) == set(config["evaluate"]["attacks"])
+        assert {"loss", "shadow", "lira", "rmia"} <= set(stage["attacks"])
         for metrics in stage["attacks"].values():
             assert set(metrics) >= ATTACK_KEYS
 

@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from attack_game import ARCH, Game, one_thread
+
+from attacks.references import (
+    ReferenceSet,
+    TrainRecipe,
+    reference_masks,
+    reference_targets,
+    train_references,
+    variant_logits,
+)
+from attacks.signals import query_variants
+from pipelines.data import load_dataset
+from pipelines.errors import PrivcompError
+
+
+def test_masks_are_complementary_random_halves() -> None:
+    masks = reference_masks(11, k=5, seed=0)
+    assert masks.shape == (5, 11) and (masks.sum(axis=1) >= 5).all()
+    assert (masks[0] == ~masks[1]).all() and (masks[2] == ~masks[3]).all()
+    assert not (masks[0] == masks[2]).all()
+    assert (reference_masks(11, k=5, seed=0) == masks).all()
+
+
+def test_every_candidate_is_in_for_half_of_the_references(game: Game) -> None:
+    refs = game.references
+    assert refs.k == 8 and refs.n == len(game.pool.y)
+    assert (refs.membership.sum(axis=0) == refs.k // 2).all()
+    assert len(refs.seconds) == refs.k and min(refs.seconds) > 0
+
+
+def test_saved_set_reloads_with_the_same_membership_and_outputs(game: Game) -> None:
+    loaded = ReferenceSet.load(game.references_dir)
+    np.testing.assert_array_equal(loaded.membership, game.references.membership)
+    np.testing.assert_array_equal(loaded.logits, game.references.logits)
+    # The saved models reproduce the cached outputs.
+    targets = reference_targets(game.references_dir)
+    variants = query_variants(game.pool.x, "none")
+    np.testing.assert_allclose(variant_logits(targets[3], variants), loaded.logits[3], atol=1e-5)
+    with pytest.raises(PrivcompError, match="augment 'shift'"):
+        ReferenceSet.load(game.references_dir, augment="shift")
+
+
+def test_load_of_an_incomplete_set_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(PrivcompError, match="no complete reference"):
+        ReferenceSet.load(tmp_path)
+    (tmp_path / "membership.json").write_text('{"seed": 0, "n": 4, "references": ["ref-00"]')
+    with pytest.raises(PrivcompError, match="corrupt"):
+        ReferenceSet.load(tmp_path)
+
+
+def test_references_can_be_trained_with_ladp(tmp_path: Path) -> None:
+    """reference_recipe = "target" for a train-ladp target: each reference is DP-trained."""
+    data = load_dataset("digits")
+    x, y = data.x[:80], data.y[:80]
+    ladp = {
+        "epsilon": 4.0,
+        "delta": 1e-3,
+        "epochs": 1,
+        "expected_batch_size": 20,
+        "accountant": "rdp",
+    }
+    with one_thread():
+        refs = train_references(
+            x,
+            y,
+            k=2,
+            arch=ARCH,
+            recipe=TrainRecipe(epochs=1, ladp=ladp),
+            seed=0,
+            directory=tmp_path,
+        )
+    assert refs.logits.shape == (2, 1, 80, 10) and np.isfinite(refs.logits).all()
+    assert len(reference_targets(tmp_path)) == 2

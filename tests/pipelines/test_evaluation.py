@@ -1,0 +1,213 @@
+"""Evaluation inside a run: the candidate pool, reference models trained once and reused, mirroring
+the target's compression, the executors, and what measure_artifact returns."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from attacks.references import TrainRecipe, read_membership
+from models.io import save_model
+from models.training import ProgressFn, fit
+from models.zoo import seeded_model
+from pipelines.config import load_config
+from pipelines.context import RunContext
+from pipelines.data import load_dataset, make_splits
+from pipelines.errors import PrivcompError
+from pipelines.evaluation import (
+    candidate_pool,
+    check_evaluate_config,
+    measure_artifact,
+    reference_set,
+    train_recipe,
+)
+from pipelines.executors import LocalExecutor, SerialExecutor, make_executor
+from pipelines.progress import Reporter
+from tests.conftest import TINY
+
+ATTACK_KEYS = {
+    "auc",
+    "auc_ci",
+    "balanced_accuracy",
+    "advantage",
+    "tpr_at_1pct_fpr",
+    "tpr_at_0_1pct_fpr",
+    "epsilon_lower_bound",
+    "report",
+}
+FAST = [
+    "run.model=mlp",
+    'evaluate.executor="serial"',
+    "evaluate.shadow_models=2",
+    "evaluate.shadow_epochs=2",
+    'evaluate.attacks=["loss", "shadow", "lira", "lira-offline", "rmia", "gap"]',
+]
+
+
+def _recording(steps: list[tuple[int, int]]) -> Any:
+    @contextmanager
+    def task(description: str) -> Iterator[ProgressFn]:
+        yield lambda done, total: steps.append((done, total))
+
+    return task
+
+
+def make_ctx(run_dir: Path, *overrides: str) -> RunContext:
+    config = load_config(None, [*TINY, *FAST, *overrides])
+    config["model"] = {"hidden": 32}  # the mlp (TINY's widths are the cnn's)
+    dataset = load_dataset("digits")
+    splits = make_splits(len(dataset.y), seed=0, fractions=config["data"])
+    reporter = Reporter(Console(file=io.StringIO()))
+    ctx = RunContext(run_dir, config, dataset, splits, reporter)
+    ctx.history = ["train"]
+    return ctx
+
+
+def weights_mtime(ctx: RunContext) -> int:
+    return (ctx.run_dir / "references" / "ref-00" / "model.safetensors").stat().st_mtime_ns
+
+
+def test_references_are_trained_once_and_reused(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    first = reference_set(ctx)
+    stamp = weights_mtime(ctx)
+    ctx.history = ["train", "prune"]  # a later stage: the same references (mirror is off)
+    again = reference_set(ctx)
+    assert weights_mtime(ctx) == stamp
+    np.testing.assert_array_equal(again.logits, first.logits)
+    np.testing.assert_array_equal(again.membership, first.membership)
+    # The membership matrix is recorded against data set indices of the candidate pool.
+    membership, record = read_membership(tmp_path / "references")
+    candidates = candidate_pool(ctx)
+    np.testing.assert_array_equal(record["pool"], candidates.indices)
+    assert membership.shape == (2, len(candidates.indices))
+    assert (membership.sum(axis=0) == 1).all()  # a complementary pair
+    timing = json.loads((tmp_path / "references" / "timing.json").read_text())
+    assert len(timing["train_seconds"]) == 2
+    # A changed recipe retrains.
+    ctx.config["evaluate"]["shadow_epochs"] = 3
+    reference_set(ctx)
+    assert weights_mtime(ctx) != stamp
+    recipe = json.loads((tmp_path / "references" / "recipe.json").read_text())
+    assert recipe["recipe"]["epochs"] == 3
+
+
+def test_the_evaluation_pair_is_the_same_for_every_stage(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    first = candidate_pool(ctx)
+    ctx.history = ["train", "prune", "quantize"]
+    again = candidate_pool(ctx)
+    np.testing.assert_array_equal(first.indices, again.indices)
+    pool = first.pool
+    assert len(pool.members) == len(pool.nonmembers) == 60
+    assert set(first.indices[pool.members]) <= set(ctx.splits["members"].tolist())
+    assert set(first.indices[pool.nonmembers]) <= set(ctx.splits["nonmembers"].tolist())
+    np.testing.assert_array_equal(np.sort(first.indices[pool.population]), ctx.splits["population"])
+
+
+def test_measure_artifact_reports_every_attack_and_roc_curves(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    x, y = ctx.split("members")
+    arch = ctx.model_arch()
+    kwargs = {**arch["kwargs"], "in_shape": tuple(arch["kwargs"]["in_shape"])}
+    model = fit(seeded_model("mlp", seed=0, **kwargs), x, y, epochs=3)
+    save_model(model, tmp_path / "01-train", arch=arch)
+    result = measure_artifact(ctx, "model", tmp_path / "01-train", with_attacks=True)
+    json.dumps(result, allow_nan=False)
+    names = ctx.config["evaluate"]["attacks"]
+    assert list(result["attacks"]) == names and list(result["roc"]) == names
+    for name in names:
+        assert set(result["attacks"][name]) >= ATTACK_KEYS, name
+        assert "roc" not in result["attacks"][name]  # curves stay out of summary.json
+        roc = result["roc"][name]
+        assert roc["fpr"][0] == 0.0 and roc["fpr"][-1] == 1.0 and len(roc["tpr"]) == len(roc["fpr"])
+    assert set(result["attacks"]["shadow"]["report"]) >= {"macro_f1", "weighted_recall"}
+    plain = measure_artifact(ctx, "model", tmp_path / "01-train", with_attacks=False)
+    assert plain["attacks"] == {} and "roc" not in plain
+
+
+def test_mirror_passes_the_references_through_prune_and_quantize(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "evaluate.mirror=true")
+    base = reference_set(ctx)  # history ["train"]: nothing to mirror
+    ctx.history = ["train", "prune", "quantize"]
+    quantized = reference_set(ctx)
+    root = tmp_path / "references"
+    assert (root / "mirror-prune" / "ref-01" / "model.safetensors").is_file()
+    assert (root / "mirror-prune+quantize" / "ref-01" / "model.int8.onnx").is_file()
+    np.testing.assert_array_equal(quantized.membership, base.membership)
+    assert quantized.logits.shape == base.logits.shape
+    assert not np.allclose(quantized.logits, base.logits)
+    # Quantization changes the pruned references' outputs a little, not their decisions.
+    pruned = np.load(root / "mirror-prune" / "logits-none.npy")
+    assert (pruned.argmax(-1) == quantized.logits.argmax(-1)).mean() > 0.9
+    # The pruned prefix is cached and reused by a stage that only pruned.
+    stamp = (root / "mirror-prune" / "ref-00" / "model.safetensors").stat().st_mtime_ns
+    ctx.history = ["train", "prune"]
+    again = reference_set(ctx)
+    assert (root / "mirror-prune" / "ref-00" / "model.safetensors").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again.logits, pruned)
+
+
+def test_reference_recipe_target_follows_the_training_stage(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, 'evaluate.reference_recipe="target"')
+    ctx.history = ["train-ladp", "prune"]
+    recipe, described = train_recipe(ctx)
+    assert described == "target (train-ladp)" and recipe.ladp is not None
+    assert recipe.ladp["epsilon"] == ctx.config["train-ladp"]["epsilon"]
+    ctx.history = ["train"]
+    recipe, _ = train_recipe(ctx)
+    assert recipe == TrainRecipe(epochs=3, batch_size=64, lr=1e-3)  # TINY's [train]
+    ctx.config["evaluate"]["reference_recipe"] = "train"
+    assert train_recipe(ctx)[0].epochs == 2  # evaluate.shadow_epochs
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('evaluate.attacks=["nope"]', "unknown attack"),
+        ('evaluate.reference_recipe="dp"', "reference_recipe"),
+        ('evaluate.executor="ray"', "executor"),
+        ('evaluate.augment="flip"', "augment"),
+        ("evaluate.workers=0", "workers"),
+        ("evaluate.shadow_models=1", "shadow_models"),
+    ],
+)
+def test_bad_evaluate_settings_are_one_line_errors(override: str, message: str) -> None:
+    config = load_config(None, [*TINY, override])
+    with pytest.raises(PrivcompError, match=message):
+        check_evaluate_config(config["evaluate"])
+
+
+def test_executors_map_in_order_and_raise_job_errors() -> None:
+    assert SerialExecutor().map(math.sqrt, [4.0, 9.0]) == [2.0, 3.0]
+    assert isinstance(make_executor("local", workers=2), LocalExecutor)
+    with pytest.raises(PrivcompError, match="unknown executor"):
+        make_executor("ray")
+    # A job that fails in a worker process fails the map, with its own error.
+    with pytest.raises(ValueError, match="math domain error"):
+        LocalExecutor(workers=1).map(math.sqrt, [1.0, -1.0])
+
+
+def test_process_pool_trains_the_same_references_as_serial(tmp_path: Path) -> None:
+    """Picklable jobs (arch record, seeds, arrays): a worker builds the model from the registry."""
+    serial_ctx = make_ctx(tmp_path / "serial")
+    local_ctx = make_ctx(tmp_path / "local", 'evaluate.executor="local"', "evaluate.workers=2")
+    serial = reference_set(serial_ctx)
+    steps: list[tuple[int, int]] = []
+    local_ctx.reporter.task = _recording(steps)  # type: ignore[method-assign]
+    local = reference_set(local_ctx)
+    assert steps[-1] == (2, 2)
+    np.testing.assert_array_equal(serial.membership, local.membership)
+    # Workers use one torch thread, the test process two: sums may round differently.
+    np.testing.assert_allclose(serial.logits, local.logits, atol=1e-3)
+    timing = json.loads((tmp_path / "local" / "references" / "timing.json").read_text())
+    assert timing["workers"] == 2 and timing["executor"] == "local"

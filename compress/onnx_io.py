@@ -21,6 +21,11 @@ def check_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata_props of a fully checked ONNX file, in file order."""
+    return {p.key: p.value for p in check_onnx(path).metadata_props}
+
+
 def load_session(path: Path) -> ort.InferenceSession:
     check_onnx(path)
     opts = ort.SessionOptions()

@@ -1,8 +1,15 @@
 """Structural pruning with Torch-Pruning: whole channels and neurons go, so tensors really shrink.
 
-Magnitude importance looks only at the weights, so pruning a DP-trained model is post-processing
-and costs no privacy budget. The classifier keeps its outputs (the classes); GroupNorm layers keep
-their group count because Torch-Pruning removes the same positions from every group.
+The importance criterion is an object handed to the pruner (Torch-Pruning's style). Magnitude
+(L1, L2), LAMP and FPGM look only at the weights, so pruning a DP-trained model with them is
+post-processing and costs no privacy budget. Taylor importance reads data (the gradient of the
+loss): prune_model only accepts it together with an explicit `importance_data` array, which the
+pipeline fills with the public split. The classifier keeps its outputs (the classes); GroupNorm
+layers keep their group count because Torch-Pruning removes the same positions from every group.
+
+Pruning may run in several steps (`iterative_steps`), with a callback between them for
+fine-tuning (`after_step`): the pipeline fine-tunes with LADP on the members (accounted) or
+without DP on the public split (free).
 """
 
 from __future__ import annotations
@@ -11,27 +18,49 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from compress.macs import torch_macs
 from models.zoo import classifier_of, count_params
 
-# The criterion is an object handed to the pruner (Torch-Pruning's style), built fresh per call.
+# name -> factory of a fresh criterion object. `reads_data` marks criteria that need samples.
 IMPORTANCES: dict[str, Callable[[], object]] = {
     "l1": partial(tp.importance.MagnitudeImportance, p=1),
     "l2": partial(tp.importance.MagnitudeImportance, p=2),
+    "lamp": partial(tp.importance.LAMPImportance, p=2),
+    "fpgm": partial(tp.importance.FPGMImportance, p=2),
+    "taylor": tp.importance.TaylorImportance,
 }
+DATA_DRIVEN: set[str] = {"taylor"}
+
+# A layer never loses more than this share of its channels under global ranking: a layer pruned
+# to zero width would cut the network in two.
+MAX_LAYER_RATIO = 0.9
+TAYLOR_BATCH = 128
+
+# after_step(model, step, steps): called after each pruning step (fine-tuning hook).
+AfterStep = Callable[[nn.Module, int, int], None]
 
 
-def register_importance(name: str, factory: Callable[[], object]) -> None:
+def register_importance(name: str, factory: Callable[[], object], *, reads_data: bool) -> None:
+    """Add a criterion; reads_data=True makes prune_model demand importance_data for it."""
     IMPORTANCES[name] = factory
+    if reads_data:
+        DATA_DRIVEN.add(name)
+    else:
+        DATA_DRIVEN.discard(name)
 
 
 @dataclass(frozen=True)
 class PruneResult:
     params_before: int
     params_after: int
+    macs_before: int = 0
+    macs_after: int = 0
+    steps: int = 1
 
     @property
     def factor(self) -> float:
@@ -46,31 +75,77 @@ def _importance(name: str) -> object:
     return IMPORTANCES[name]()
 
 
+def _accumulate_gradients(model: nn.Module, x: np.ndarray, y: np.ndarray) -> None:
+    """Gradients of the mean cross-entropy over (x, y), left in .grad for Taylor importance."""
+    model.zero_grad(set_to_none=True)
+    device = next(model.parameters()).device
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    for i in range(0, len(x), TAYLOR_BATCH):
+        xb = torch.as_tensor(x[i : i + TAYLOR_BATCH], device=device)
+        yb = torch.as_tensor(y[i : i + TAYLOR_BATCH], device=device)
+        (loss_fn(model(xb), yb) / len(x)).backward()
+
+
 def prune_model(
     model: nn.Module,
     example_input: torch.Tensor,
     *,
     ratio: float = 0.5,
     importance: str = "l2",
+    global_pruning: bool = False,
+    iterative_steps: int = 1,
+    importance_data: tuple[np.ndarray, np.ndarray] | None = None,
+    after_step: AfterStep | None = None,
 ) -> PruneResult:
-    """Prune `ratio` of the channels of every prunable layer group, in place.
+    """Remove `ratio` of the channels, in place, in `iterative_steps` equal steps.
 
-    Parameters are replaced by smaller ones: build any optimizer after pruning, not before.
+    ratio applies to every prunable layer group (per layer) or to all of them ranked together
+    (global_pruning; a layer keeps at least 10% of its channels). A data-driven criterion
+    (Taylor) scores channels with gradients on importance_data, which must be data the caller
+    may read for free (the public split). Parameters are replaced by smaller ones: build any
+    optimizer after pruning (or inside after_step), not before.
     """
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"pruning ratio must be in (0, 1), got {ratio}")
+    if iterative_steps < 1:
+        raise ValueError(f"iterative_steps must be >= 1, got {iterative_steps}")
     criterion = _importance(importance)
+    if importance in DATA_DRIVEN:
+        if importance_data is None or len(importance_data[0]) == 0:
+            raise ValueError(
+                f"importance '{importance}' reads data: pass importance_data (the public split)"
+            )
+        if not np.isfinite(importance_data[0]).all():
+            raise ValueError("importance_data contains NaN or infinite values")
     was_training = model.training
-    before = count_params(model)
+    in_shape = tuple(example_input.shape[1:])
+    params_before, macs_before = count_params(model), torch_macs(model, in_shape)
     # Torch-Pruning traces the autograd graph of one forward pass, so gradients must be enabled.
     with torch.enable_grad():
+        model.eval()
         pruner = tp.pruner.MetaPruner(
             model,
             example_input,
             importance=criterion,
             pruning_ratio=ratio,
+            global_pruning=global_pruning,
+            max_pruning_ratio=MAX_LAYER_RATIO if global_pruning else 1.0,
+            iterative_steps=iterative_steps,
             ignored_layers=[classifier_of(model)],
         )
-        pruner.step()
+        for step in range(iterative_steps):
+            if importance in DATA_DRIVEN and importance_data is not None:
+                _accumulate_gradients(model, *importance_data)
+            pruner.step()
+            model.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step(model, step, iterative_steps)
+                model.eval()
     model.train(was_training)
-    return PruneResult(params_before=before, params_after=count_params(model))
+    return PruneResult(
+        params_before=params_before,
+        params_after=count_params(model),
+        macs_before=macs_before,
+        macs_after=torch_macs(model, in_shape),
+        steps=iterative_steps,
+    )

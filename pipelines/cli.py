@@ -110,6 +110,34 @@ def list_stages() -> None:
     Console().print(table)
 
 
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="An ONNX file written by privcomp")],
+) -> None:
+    """Check an ONNX file in full and print what it promises (its privcomp metadata)."""
+
+    def action() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from compress.onnx_io import read_metadata
+        from pipelines.errors import PrivcompError
+
+        if not path.is_file():
+            raise PrivcompError(f"no such file: {path}")
+        metadata = read_metadata(path)
+        table = Table(title=f"{path} · {path.stat().st_size:,} bytes")
+        table.add_column("property")
+        table.add_column("value")
+        for key, value in metadata.items():
+            table.add_row(key, value)
+        if not metadata:
+            table.add_row("-", "no metadata: not written by privcomp")
+        Console().print(table)
+
+    _guarded(action)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -13,6 +13,6 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
 
 
 # Importing the modules registers their stages.
-from pipelines.stages import compression, evaluate, training  # noqa: E402
+from pipelines.stages import compression, distill, evaluate, training  # noqa: E402
 
-__all__ = ["STAGES", "compression", "evaluate", "register_stage", "training"]
+__all__ = ["STAGES", "compression", "distill", "evaluate", "register_stage", "training"]

@@ -105,3 +105,47 @@ def test_batch_one_example_exports_dynamic_batch(tmp_path: Path) -> None:
     )
     assert run_session(load_session(result.path), random_images(3, DIGITS_SHAPE)).shape == (3, 10)
     assert model.training  # mode restored after the eval-mode export
+
+
+def test_metadata_computed_from_the_files_own_outputs(tmp_path: Path) -> None:
+    model, _ = make_model("mlp", DIGITS_SHAPE)
+    x = random_images(6, DIGITS_SHAPE)
+    seen: list[np.ndarray] = []
+
+    def from_outputs(outputs: np.ndarray) -> dict[str, str]:
+        seen.append(outputs)
+        return {"privcomp.rows": str(len(outputs))}
+
+    result = export_onnx(
+        model,
+        tmp_path / "m.onnx",
+        example_input=torch.from_numpy(x[:2]),
+        check_inputs=x,
+        metadata={"fixed": "1"},
+        metadata_from_outputs=from_outputs,
+    )
+    assert result.outputs is not None
+    np.testing.assert_array_equal(seen[0], result.outputs)
+    np.testing.assert_allclose(result.outputs, torch_logits(model, x), atol=1e-4)
+    props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert props == {"fixed": "1", "privcomp.rows": "6"}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_tolerance_scales_with_the_logits_but_still_catches_a_wrong_model(tmp_path: Path) -> None:
+    model, _ = make_model("mlp", DIGITS_SHAPE)
+    with torch.no_grad():
+        model[-1].weight.mul_(1e4)  # logits in the thousands: float32 rounding grows with them
+    x = random_images(16, DIGITS_SHAPE)
+    result = export_onnx(
+        model, tmp_path / "big.onnx", example_input=torch.from_numpy(x[:2]), check_inputs=x
+    )
+    assert result.logit_scale > 1e3
+    assert result.max_abs_diff <= 1e-4 * result.logit_scale
+    small, _ = make_model("mlp", DIGITS_SHAPE)
+    assert (
+        export_onnx(
+            small, tmp_path / "small.onnx", example_input=torch.from_numpy(x[:2]), check_inputs=x
+        ).logit_scale
+        == 1.0
+    )  # ordinary logits: the bound is the absolute 1e-4

@@ -11,7 +11,7 @@ import torch
 from compress_testing import DIGITS_SHAPE, MNIST_SHAPE, make_model, random_images, torch_logits
 from torch import nn
 
-from compress.prune import IMPORTANCES, PruneResult, prune_model
+from compress.prune import DATA_DRIVEN, IMPORTANCES, PruneResult, prune_model
 from models.io import load_model, model_bytes, save_model
 from models.zoo import classifier_of, count_params
 
@@ -85,15 +85,67 @@ def test_ratio_outside_open_unit_interval_is_rejected(ratio: float) -> None:
 def test_unknown_importance_is_rejected() -> None:
     model, _ = make_model("mlp", DIGITS_SHAPE)
     with pytest.raises(ValueError, match="importance"):
-        prune_model(model, torch.zeros(2, *DIGITS_SHAPE), importance="taylor")
+        prune_model(model, torch.zeros(2, *DIGITS_SHAPE), importance="nosuch")
 
 
-@pytest.mark.parametrize("importance", sorted(IMPORTANCES))
-def test_each_importance_prunes_smallest_ratio_share(importance: str) -> None:
+@pytest.mark.parametrize("importance", sorted(set(IMPORTANCES) - DATA_DRIVEN))
+def test_each_data_free_importance_prunes_ratio_share(importance: str) -> None:
     model, _ = make_model("mlp", DIGITS_SHAPE)
-    result = prune_model(model, torch.zeros(2, *DIGITS_SHAPE), ratio=0.25, importance=importance)
+    x = torch.from_numpy(random_images(2, DIGITS_SHAPE))
+    result = prune_model(model, x, ratio=0.25, importance=importance)
     assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [192, 192, 10]
     assert result.params_after < result.params_before
+
+
+def test_taylor_needs_data_and_uses_its_gradients() -> None:
+    x = random_images(32, DIGITS_SHAPE, seed=3)
+    y = np.arange(32) % 10
+    model, _ = make_model("cnn", DIGITS_SHAPE)
+    with pytest.raises(ValueError, match="reads data"):
+        prune_model(model, torch.from_numpy(x[:2]), importance="taylor")
+    result = prune_model(
+        model, torch.from_numpy(x[:2]), ratio=0.5, importance="taylor", importance_data=(x, y)
+    )
+    assert result.factor > 3.0
+    assert all(p.grad is None for p in model.parameters())  # scoring gradients are cleared
+
+
+def test_global_pruning_keeps_every_layer_and_groupnorm_valid(tmp_path: Path) -> None:
+    model, arch = make_model("cnn", MNIST_SHAPE)
+    x = random_images(3, MNIST_SHAPE)
+    result = prune_model(model, torch.from_numpy(x[:2]), ratio=0.5, global_pruning=True)
+    assert result.params_after < result.params_before
+    for m in model.modules():
+        if isinstance(m, nn.GroupNorm):
+            assert m.num_channels % m.num_groups == 0 and m.num_channels > 0
+    save_model(model, tmp_path, arch=arch)
+    loaded, _ = load_model(tmp_path)
+    np.testing.assert_array_equal(torch_logits(loaded, x), torch_logits(model, x))
+
+
+def test_iterative_steps_call_the_fine_tune_hook_between_steps() -> None:
+    model, _ = make_model("cnn", DIGITS_SHAPE)
+    widths: list[tuple[int, int, bool]] = []
+
+    def after_step(m: nn.Module, step: int, steps: int) -> None:
+        widths.append(
+            (
+                step,
+                next(c for c in m.modules() if isinstance(c, nn.Conv2d)).out_channels,
+                m.training,
+            )
+        )
+
+    result = prune_model(
+        model, torch.zeros(2, *DIGITS_SHAPE), ratio=0.5, iterative_steps=2, after_step=after_step
+    )
+    assert [(s, w) for s, w, _ in widths] == [(0, 24), (1, 16)]  # 32 -> 24 -> 16 channels
+    assert result.steps == 2 and result.factor > 3.0
+
+
+def test_macs_are_counted_before_and_after(pruned: Pruned) -> None:
+    r = pruned.result
+    assert 0 < r.macs_after < r.macs_before
 
 
 def test_training_mode_is_restored() -> None:

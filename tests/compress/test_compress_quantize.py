@@ -15,7 +15,13 @@ from onnx import numpy_helper
 from compress.export import export_onnx
 from compress.onnx_io import check_onnx, load_session, run_session
 from compress.prune import prune_model
-from compress.quantize import quantize_static_int8
+from compress.quantize import (
+    CANDIDATES,
+    quantize_dynamic_int8,
+    quantize_int8,
+    quantize_static_int8,
+    quantize_weights_int8,
+)
 from models.io import model_bytes, save_model
 from models.training import accuracy, fit
 from pipelines.data import load_dataset, make_splits
@@ -78,6 +84,12 @@ def _input_scale(path: Path) -> float:
     return float(inits[q.input[1]])
 
 
+def _activation_scales(path: Path) -> list[float]:
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    return [float(inits[n.input[1]]) for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+
+
 def test_input_range_comes_from_the_calibration_array(mnist_cnn: MnistCnn, tmp_path: Path) -> None:
     x = mnist_cnn.calibration
     # MinMax calibration, asymmetric int8: the range [min(x, 0), max(x, 0)] spread over 255 steps.
@@ -113,7 +125,18 @@ def test_corrupt_fp32_model_is_a_privcomp_error(tmp_path: Path) -> None:
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_int8_predictions_agree_with_fp32_after_training(tmp_path: Path) -> None:
+@dataclass
+class DigitsCnn:
+    fp32: Path
+    x: np.ndarray  # public split
+    y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+@pytest.fixture(scope="module")
+def digits_cnn(tmp_path_factory: pytest.TempPathFactory) -> DigitsCnn:
+    """A cnn trained on digits: int8 errors show up in its predictions."""
     data = load_dataset("digits")
     splits = make_splits(len(data.y), seed=0)
     members, public, test = (splits[s] for s in ("members", "public", "test"))
@@ -121,13 +144,107 @@ def test_int8_predictions_agree_with_fp32_after_training(tmp_path: Path) -> None
     fit(model, data.x[members], data.y[members], epochs=4, seed=0)
     fp32 = export_onnx(
         model,
-        tmp_path / "fp32.onnx",
+        tmp_path_factory.mktemp("digits") / "fp32.onnx",
         example_input=torch.from_numpy(data.x[public[:2]]),
         check_inputs=data.x[public[:32]],
     ).path
-    int8 = quantize_static_int8(fp32, tmp_path / "int8.onnx", calibration=data.x[public])
-    ref = run_session(load_session(fp32), data.x[test])
-    got = run_session(load_session(int8), data.x[test])
+    return DigitsCnn(fp32, data.x[public], data.y[public], data.x[test], data.y[test])
+
+
+def test_int8_predictions_agree_with_fp32_after_training(
+    digits_cnn: DigitsCnn, tmp_path: Path
+) -> None:
+    d = digits_cnn
+    int8 = quantize_static_int8(d.fp32, tmp_path / "int8.onnx", calibration=d.x)
+    ref = run_session(load_session(d.fp32), d.test_x)
+    got = run_session(load_session(int8), d.test_x)
     assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.95
-    assert accuracy(ref, data.y[test]) > 0.8  # the fit really learned something
-    assert accuracy(got, data.y[test]) >= accuracy(ref, data.y[test]) - 0.03
+    assert accuracy(ref, d.test_y) > 0.8  # the fit really learned something
+    assert accuracy(got, d.test_y) >= accuracy(ref, d.test_y) - 0.03
+
+
+@pytest.mark.parametrize("build", [quantize_dynamic_int8, quantize_weights_int8])
+def test_data_free_modes_are_a_third_and_keep_predictions(
+    mnist_cnn: MnistCnn, tmp_path: Path, build: object
+) -> None:
+    out = build(mnist_cnn.fp32, tmp_path / "q.onnx")  # type: ignore[operator]
+    check_onnx(out)
+    assert out.stat().st_size <= mnist_cnn.fp32.stat().st_size / 3
+    x = mnist_cnn.calibration[:32]
+    ref = run_session(load_session(mnist_cnn.fp32), x)
+    got = run_session(load_session(out), x)
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.9
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert METADATA.items() <= props.items()
+
+
+def test_weights_only_stores_int8_and_computes_in_float(
+    mnist_cnn: MnistCnn, tmp_path: Path
+) -> None:
+    out = quantize_weights_int8(mnist_cnn.fp32, tmp_path / "w.onnx")
+    proto = onnx.load(str(out))
+    ops = [n.op_type for n in proto.graph.node]
+    assert "QuantizeLinear" not in ops and ops.count("DequantizeLinear") == 4  # 2 conv + 2 gemm
+    x = mnist_cnn.calibration[:8]
+    ref, got = (run_session(load_session(p), x) for p in (mnist_cnn.fp32, out))
+    scale = np.abs(ref).max()
+    assert np.abs(ref - got).max() <= 0.05 * scale  # int8 weights only: small error
+
+
+def test_auto_times_every_candidate_and_keeps_the_fastest(
+    mnist_cnn: MnistCnn, tmp_path: Path
+) -> None:
+    x = mnist_cnn.calibration
+    labels = run_session(load_session(mnist_cnn.fp32), x).argmax(1)  # fp32 is 100% on these
+    result = quantize_int8(
+        mnist_cnn.fp32,
+        tmp_path / "auto.onnx",
+        mode="auto",
+        calibration=x,
+        timing_data=(x, labels),
+        repeats=3,
+    )
+    assert set(result.timings_ms) == {"fp32", *CANDIDATES}
+    assert all(set(t) == {"1", "64"} for t in result.timings_ms.values())
+    kept = [c for c in CANDIDATES if c not in result.rejected]
+    assert result.mode in kept
+    geo = {c: np.sqrt(result.timings_ms[c]["1"] * result.timings_ms[c]["64"]) for c in kept}
+    assert geo[result.mode] == min(geo.values())
+    assert result.path.stat().st_size <= mnist_cnn.fp32.stat().st_size / 3
+    assert [p.name for p in tmp_path.iterdir()] == ["auto.onnx"]  # candidates cleaned up
+
+
+def test_auto_never_picks_a_candidate_that_loses_accuracy(
+    digits_cnn: DigitsCnn, tmp_path: Path
+) -> None:
+    d = digits_cnn
+    # Calibrated on a range 1000x too narrow, static int8 saturates and loses its predictions.
+    result = quantize_int8(
+        d.fp32,
+        tmp_path / "auto.onnx",
+        calibration=d.x * 1e-3,
+        timing_data=(d.x, d.y),
+        max_accuracy_drop=0.05,
+        repeats=1,
+    )
+    assert "static" in result.rejected and result.mode != "static"
+
+
+def test_calibration_method_is_selectable(
+    mnist_cnn: MnistCnn, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = quantize_static_int8(
+        mnist_cnn.fp32, tmp_path / "q.onnx", calibration=mnist_cnn.calibration, method="percentile"
+    )
+    # Percentile calibration clips activation tails that MinMax keeps: other ranges somewhere.
+    assert _activation_scales(out) != pytest.approx(_activation_scales(mnist_cnn.int8), rel=1e-3)
+    assert capsys.readouterr().out == ""  # the calibrator's progress prints are swallowed
+
+
+def test_unknown_mode_and_method_are_rejected(mnist_cnn: MnistCnn, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode"):
+        quantize_int8(mnist_cnn.fp32, tmp_path / "q.onnx", mode="int4")
+    with pytest.raises(ValueError, match="calibration method"):
+        quantize_static_int8(
+            mnist_cnn.fp32, tmp_path / "q.onnx", calibration=mnist_cnn.calibration, method="x"
+        )

@@ -1,0 +1,220 @@
+"""`distill`: a smaller student trained on public data only.
+
+mode "soft": the latest model (a DP teacher) labels the public split with soft labels at
+temperature T; the student learns them. Post-processing: the student's ε is the teacher's.
+mode "pate": teachers trained on disjoint shards of the members vote on public queries through
+GNMax; the student learns the answers. A fresh model, so a new lineage whose ε is PATE's own
+(data-independent RDP bound); the members' total composes it with every earlier spend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from compress.distill import distill_soft as run_soft_distillation
+from compress.distill import soft_labels, student_model
+from compress.macs import torch_macs
+from models.io import load_model, model_bytes, save_model
+from models.training import accuracy, fit, predict_logits
+from models.zoo import MODELS, count_params, seeded_model
+from pipelines.artifacts import MODEL
+from pipelines.context import RunContext
+from pipelines.errors import PrivcompError
+from pipelines.ledger import Budget, Ledger, ledger_for
+from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
+from pipelines.stages import register_stage
+from pipelines.stages.compression import derived_seed
+from privacy.pate import PATEConfig, pate_label, pate_spend
+
+DISTILL_MODES = ("soft", "pate")
+
+
+def _pate_config(section: dict[str, Any]) -> PATEConfig:
+    return PATEConfig(
+        teachers=int(section["teachers"]),
+        sigma=float(section["gnmax_sigma"]),
+        queries=int(section["queries"]),
+        delta=float(section["delta"]),
+        teacher_epochs=int(section["teacher_epochs"]),
+        teacher_batch_size=int(section["batch_size"]),
+        teacher_lr=float(section["teacher_lr"]),
+        secure_noise=bool(section["secure_noise"]),
+    )
+
+
+@register_stage
+class Distill(Stage):
+    name = "distill"
+    requires = (MODEL,)
+    provides = (MODEL,)
+    uses_private_data = False  # mode "soft"; mode "pate" reads the members through GNMax
+    privacy_cost = (
+        "soft labels from the DP model on public data: free; "
+        "pate: its own data-independent RDP bound, composed in the ledger"
+    )
+    summary = "knowledge distillation into a smaller student on public data (soft or PATE)"
+
+    @property
+    def plans_privacy(self) -> bool:
+        return self.config["mode"] == "pate"
+
+    def check(self, ctx: RunContext) -> None:
+        cfg = self.config
+        if cfg["mode"] not in DISTILL_MODES:
+            raise PrivcompError(f"distill.mode must be one of {', '.join(DISTILL_MODES)}")
+        if cfg["student"] not in MODELS:
+            known = ", ".join(sorted(MODELS))
+            raise PrivcompError(f"distill.student '{cfg['student']}' unknown (known: {known})")
+        if not float(cfg["temperature"]) > 0:
+            raise PrivcompError(f"distill.temperature must be > 0, got {cfg['temperature']}")
+        if min(int(cfg["epochs"]), int(cfg["batch_size"]), int(cfg["student_width"])) < 1:
+            raise PrivcompError("distill.epochs, batch_size and student_width must be >= 1")
+        if int(cfg["student_hidden"]) < 1 or not float(cfg["lr"]) > 0:
+            raise PrivcompError("distill.student_hidden must be >= 1 and distill.lr > 0")
+        if len(ctx.splits["public"]) == 0:
+            raise PrivcompError("distill trains the student on the public split: it is empty")
+        if cfg["mode"] == "pate":
+            config = _pate_config(cfg)
+            try:
+                config.check(members=len(ctx.splits["members"]), public=len(ctx.splits["public"]))
+            except ValueError as exc:
+                raise PrivcompError(f"distill (pate): {exc}") from exc
+            cap = Budget.from_config(ctx.config).epsilon
+            own = pate_spend(config).epsilon
+            if cap is not None and own > cap:
+                raise PrivcompError(
+                    f"distill (pate): its own epsilon {own:.4g} is above budget.epsilon {cap:g}"
+                )
+
+    def planned_spend(self, ctx: RunContext, ledger: Ledger) -> Spend:
+        if self.config["mode"] != "pate":
+            return POST_PROCESSING
+        spend = pate_spend(_pate_config(self.config))
+        details = {**spend.to_dict(), "dataset": "members", "lineage": "new"}
+        return Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=details)
+
+    def _student(self, ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
+        cfg = self.config
+        try:
+            return student_model(
+                str(cfg["student"]),
+                in_shape=ctx.dataset.in_shape,
+                num_classes=ctx.dataset.num_classes,
+                width=int(cfg["student_width"]),
+                hidden=int(cfg["student_hidden"]),
+                seed=derived_seed(ctx, 0),
+            )
+        except (TypeError, ValueError) as exc:
+            raise PrivcompError(f"distill: cannot build the student: {exc}") from exc
+
+    def run(self, ctx: RunContext) -> StageResult:
+        source = ctx.artifact(MODEL)
+        teacher, _ = load_model(source)
+        student, arch = self._student(ctx)
+        if self.config["mode"] == "pate":
+            spend, metrics = self._pate(ctx, student)
+        else:
+            spend, metrics = self._soft(ctx, teacher, student)
+        save_model(student, ctx.stage_dir, arch=arch)
+        test_x, test_y = ctx.split("test")
+        metrics.update(
+            {
+                "mode": self.config["mode"],
+                "teacher_params": count_params(teacher),
+                "student_params": count_params(student),
+                "teacher_macs": torch_macs(teacher, ctx.dataset.in_shape),
+                "student_macs": torch_macs(student, ctx.dataset.in_shape),
+                "teacher_bytes": model_bytes(source),
+                "student_bytes": model_bytes(ctx.stage_dir),
+                "student_test_accuracy": accuracy(predict_logits(student, test_x), test_y),
+            }
+        )
+        return StageResult({MODEL: ctx.stage_dir}, spend, metrics)
+
+    def _soft(
+        self, ctx: RunContext, teacher: nn.Module, student: nn.Module
+    ) -> tuple[Spend, dict[str, Any]]:
+        cfg = self.config
+        x, y = ctx.split("public")
+        temperature = float(cfg["temperature"])
+        probs = soft_labels(teacher, x, temperature=temperature)
+        with ctx.reporter.task("distill (soft labels)") as progress:
+            result = run_soft_distillation(
+                student,
+                x,
+                probs,
+                temperature=temperature,
+                epochs=int(cfg["epochs"]),
+                batch_size=int(cfg["batch_size"]),
+                lr=float(cfg["lr"]),
+                seed=derived_seed(ctx, 1),
+                progress=progress,
+            )
+        metrics = {
+            "temperature": temperature,
+            "steps": result.steps,
+            "final_loss": result.final_loss,
+            "public_agreement_with_teacher": float(
+                (predict_logits(student, x).argmax(1) == probs.argmax(1)).mean()
+            ),
+            "teacher_public_accuracy": float((probs.argmax(1) == y).mean()),
+        }
+        return POST_PROCESSING, metrics
+
+    def _pate(self, ctx: RunContext, student: nn.Module) -> tuple[Spend, dict[str, Any]]:
+        cfg = self.config
+        ledger = ledger_for(ctx)
+        planned = self.planned_spend(ctx, ledger)
+        ledger.admit(self.name, planned)
+        config = _pate_config(cfg)
+        public_x, public_y = ctx.split("public")
+        order = np.random.default_rng(derived_seed(ctx, 2)).permutation(len(public_x))
+        chosen = order[: config.queries]
+        arch = ctx.model_arch()
+        kwargs = {**arch["kwargs"], "in_shape": tuple(arch["kwargs"]["in_shape"])}
+
+        def make_teacher(i: int) -> nn.Module:
+            return seeded_model(arch["name"], seed=derived_seed(ctx, 100 + i), **kwargs)
+
+        with ctx.reporter.task("distill (PATE teachers)") as progress:
+            try:
+                result = pate_label(
+                    make_teacher,
+                    ctx.split("members"),
+                    (public_x[chosen], public_y[chosen]),
+                    num_classes=ctx.dataset.num_classes,
+                    config=config,
+                    seed=derived_seed(ctx, 3),
+                    progress=progress,
+                )
+            except ValueError as exc:
+                raise PrivcompError(f"distill (pate): {exc}") from exc
+        with ctx.reporter.task("distill (PATE student)") as progress:
+            fit(
+                student,
+                public_x[chosen],
+                result.labels,
+                epochs=int(cfg["epochs"]),
+                batch_size=int(cfg["batch_size"]),
+                lr=float(cfg["lr"]),
+                seed=derived_seed(ctx, 4),
+                progress=progress,
+            )
+        details = {**result.spend.to_dict(), "dataset": "members", "lineage": "new"}
+        spend = Spend(
+            kind="dp", epsilon=result.spend.epsilon, delta=result.spend.delta, details=details
+        )
+        metrics = {
+            "pate_epsilon": result.spend.epsilon,
+            "pate_delta": result.spend.delta,
+            "teachers": config.teachers,
+            "queries": config.queries,
+            "gnmax_sigma": config.sigma,
+            "label_accuracy": float((result.labels == public_y[chosen]).mean()),
+            "teacher_accuracy_mean": float(np.mean(result.teacher_accuracy)),
+            "vote_agreement": result.vote_agreement,
+        }
+        return spend, metrics

@@ -1,0 +1,278 @@
+"""The privacy ledger: one accountant history per data set, lineages, not-private, the budget."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from pipelines.config import Config, load_config
+from pipelines.context import RunContext
+from pipelines.data import load_dataset, make_splits
+from pipelines.errors import PrivcompError
+from pipelines.ledger import (
+    Budget,
+    GaussianSteps,
+    Ledger,
+    Opaque,
+    calibrate_continuation,
+    check_budget,
+    compose,
+    ledger_for,
+)
+from pipelines.progress import Reporter
+from pipelines.rundir import write_json
+from pipelines.runner import plan
+from pipelines.stage import POST_PROCESSING, Spend
+from privacy.pate import PATEConfig, pate_spend
+from tests.conftest import TINY
+
+DELTA = 1e-5
+LADP = (1.1, 0.1, 200)  # σ, q, steps
+FINETUNE = (2.0, 0.1, 20)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def prv(history: list[tuple[float, float, int]], delta: float = DELTA) -> float:
+    from opacus.accountants import PRVAccountant
+
+    accountant = PRVAccountant()
+    accountant.history = list(history)
+    with np.errstate(divide="ignore"):  # q = 1 (PATE) takes log(0) on purpose
+        return float(accountant.get_epsilon(delta=delta))
+
+
+def dp(sigma: float, q: float, steps: int, *, eps: float | None = None, **extra: object) -> Spend:
+    details = {"noise_multiplier": sigma, "sample_rate": q, "steps": steps, "accountant": "prv"}
+    epsilon = prv([(sigma, q, steps)]) if eps is None else eps
+    return Spend(kind="dp", epsilon=epsilon, delta=DELTA, details={**details, **extra})
+
+
+def test_a_single_spend_is_reported_as_its_own_accountant_says() -> None:
+    ledger = Ledger()
+    spend = dp(*LADP)
+    g = ledger.record("train-ladp", spend)
+    assert (g.epsilon, g.delta, g.accountant) == (spend.epsilon, DELTA, "prv")
+    assert ledger.record("prune", POST_PROCESSING) == g
+    entry = ledger.to_dict()["stages"][0]
+    assert entry["epsilon"] == spend.epsilon and entry["noise_multiplier"] == LADP[0]
+
+
+def test_dp_fine_tune_continues_the_same_accountant_history() -> None:
+    ledger = Ledger()
+    first = ledger.record("train-ladp", dp(*LADP))
+    second = ledger.record("prune", dp(*FINETUNE, lineage="continue", dataset="members"))
+    assert second.epsilon == pytest.approx(prv([LADP, FINETUNE]), rel=1e-9)
+    assert first.epsilon is not None and second.epsilon > first.epsilon
+    # One accountant over the whole history is tighter than adding the two ε's.
+    assert second.epsilon < first.epsilon + prv([FINETUNE])
+    assert ledger.total() == second
+    history = ledger.to_dict()["datasets"]["members"]["history"]
+    assert [tuple(h.values()) for h in history] == [LADP, FINETUNE]
+
+
+def test_a_new_training_starts_a_new_lineage_but_the_total_composes_both() -> None:
+    ledger = Ledger()
+    ledger.record("train-ladp", dp(*LADP))
+    pate = pate_spend(PATEConfig(sigma=20.0, queries=100))
+    student = ledger.record(
+        "distill",
+        Spend("dp", pate.epsilon, pate.delta, {**pate.to_dict(), "lineage": "new"}),
+    )
+    assert student.epsilon == pytest.approx(pate.epsilon)  # its own RDP bound
+    assert student.accountant == "rdp"
+    gnmax = (pate.noise_multiplier, 1.0, 100)
+    total = ledger.total()
+    assert total.epsilon == pytest.approx(prv([LADP, gnmax]), rel=1e-9)
+    assert total.accountant == "prv"  # the data set's first accountant
+    assert total.epsilon is not None and total.epsilon < prv([LADP]) + pate.epsilon
+
+
+def test_reading_private_data_without_dp_is_not_private_and_loud() -> None:
+    said: list[str] = []
+    ledger = Ledger(warn=said.append)
+    ledger.record("train-ladp", dp(*LADP))
+    calibration = Spend(kind="none", details={"lineage": "continue", "dataset": "members"})
+    g = ledger.record("quantize", calibration)
+    assert (g.epsilon, g.delta) == (None, None)
+    assert ledger.total().epsilon is None
+    assert ledger.record("export", POST_PROCESSING).epsilon is None  # stays not private
+    assert len(said) == 1 and "NOT private" in said[0] and "quantize" in said[0]
+    data = ledger.to_dict()
+    assert data["warnings"] and data["stages"][1]["warning"]
+    assert data["datasets"]["members"]["private"] is False
+    json.dumps(data)  # the run directory's ledger.json
+
+
+def test_post_processing_without_an_artifact_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no stage produced"):
+        Ledger().record("prune", POST_PROCESSING)
+    with pytest.raises(ValueError, match="no stage produced"):
+        Ledger().record("prune", dp(*FINETUNE, lineage="continue"))
+
+
+def test_a_spend_known_only_by_epsilon_delta_composes_by_addition() -> None:
+    g = compose([GaussianSteps(*LADP), Opaque(0.5, 1e-6)], delta=DELTA)
+    assert g.epsilon == pytest.approx(prv([LADP]) + 0.5, rel=1e-9)
+    assert g.delta == pytest.approx(DELTA + 1e-6)
+    ledger = Ledger()
+    ledger.record("train-ladp", dp(*LADP))
+    g2 = ledger.record("other", Spend("dp", 0.5, 1e-6, {"lineage": "continue"}))
+    assert g2.epsilon == pytest.approx(g.epsilon)
+
+
+def test_calibrated_fine_tune_meets_the_composed_target_and_no_less_noise_would() -> None:
+    # RDP keeps this quick; the PRV path is checked end to end in test_compression_stages.
+    accountant = "rdp"
+    history = [GaussianSteps(1.0, 0.1, 50)]
+    base = compose(history, delta=DELTA, accountant=accountant).epsilon
+    assert base is not None
+    target = base + 1.0
+
+    def composed(sigma: float) -> float:
+        step = GaussianSteps(sigma, 0.1, 10)
+        eps = compose([*history, step], delta=DELTA, accountant=accountant).epsilon
+        assert eps is not None
+        return eps
+
+    sigma = calibrate_continuation(
+        history,
+        sample_rate=0.1,
+        steps=10,
+        target_epsilon=target,
+        delta=DELTA,
+        accountant=accountant,
+    )
+    assert composed(sigma) <= target < composed(sigma * 0.99)
+    with pytest.raises(ValueError, match="already spends"):
+        calibrate_continuation(
+            history,
+            sample_rate=0.1,
+            steps=10,
+            target_epsilon=base * 0.9,
+            delta=DELTA,
+            accountant=accountant,
+        )
+
+
+# ---- the budget, before anything runs -------------------------------------------------------
+
+
+def context(tmp_path: Path, *overrides: str) -> tuple[RunContext, Config]:
+    """The runner's context on digits; RDP keeps the planning's calibrations in milliseconds."""
+    config = load_config(None, [*TINY, 'train-ladp.accountant="rdp"', *overrides])
+    data = load_dataset("digits")
+    splits = make_splits(len(data.y), seed=0, fractions=config["data"])
+    reporter = Reporter(Console(file=io.StringIO()))
+    return RunContext(tmp_path, config, data, splits, reporter), config
+
+
+def test_budget_refuses_a_run_whose_stages_would_exceed_it(tmp_path: Path) -> None:
+    names = ["train-ladp", "prune", "quantize", "evaluate"]
+    ctx, config = context(tmp_path, "budget.epsilon=3.0")  # train-ladp plans epsilon = 4
+    with pytest.raises(PrivcompError, match=r"budget: stage 'train-ladp' .* > budget 3"):
+        check_budget(plan(names, config), ctx)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    ctx, config = context(tmp_path, "budget.epsilon=4.5")
+    planned = check_budget(plan(names, config), ctx)
+    assert planned is not None and planned.total().epsilon == pytest.approx(4.0, abs=0.05)
+
+
+def test_budget_counts_a_dp_fine_tune_against_the_total(tmp_path: Path) -> None:
+    names = ["train-ladp", "prune"]
+    ladp_fine_tune = ['prune.finetune="ladp"', "prune.finetune_epsilon=5.0"]
+    ctx, config = context(tmp_path, "budget.epsilon=4.5", *ladp_fine_tune)
+    with pytest.raises(PrivcompError, match="finetune_epsilon = 5 is above budget"):
+        for stage in plan(names, config):
+            stage.check(ctx)
+    ctx, config = context(tmp_path, "budget.epsilon=6.0", *ladp_fine_tune)
+    planned = check_budget(plan(names, config), ctx)
+    assert planned is not None
+    assert planned.total().epsilon == pytest.approx(5.0, rel=0.01)  # calibrated to its target
+
+
+def test_budget_refuses_reading_private_data_without_dp(tmp_path: Path) -> None:
+    ctx, config = context(tmp_path, "budget.epsilon=10.0")
+    with pytest.raises(PrivcompError, match="'train' reads private data 'members' without DP"):
+        check_budget(plan(["train", "prune"], config), ctx)
+    private_calibration = [
+        'quantize.calibration="members"',
+        "quantize.allow_private_calibration=true",
+    ]
+    ctx, config = context(tmp_path, "budget.epsilon=10.0", *private_calibration)
+    with pytest.raises(PrivcompError, match="'quantize' reads private data"):
+        check_budget(plan(["train-ladp", "quantize"], config), ctx)
+    ctx, config = context(tmp_path, *private_calibration)  # no cap: allowed (and loud later)
+    assert check_budget(plan(["train-ladp", "quantize"], config), ctx) is None
+
+
+def test_no_cap_and_nothing_to_plan_costs_nothing(tmp_path: Path) -> None:
+    ctx, config = context(tmp_path)
+    assert check_budget(plan(["train-ladp", "prune", "quantize"], config), ctx) is None
+    assert Budget.from_config(config) == Budget(None, None)
+    with pytest.raises(PrivcompError, match="budget.epsilon"):
+        Budget.from_config({"budget": {"epsilon": -1.0, "delta": 0.0}})
+
+
+def test_admit_refuses_one_stage_over_budget() -> None:
+    ledger = Ledger(Budget(epsilon=prv([LADP]) + 0.01))
+    ledger.record("train-ladp", dp(*LADP))
+    ledger.admit("prune", POST_PROCESSING)
+    with pytest.raises(PrivcompError, match="refused before it runs"):
+        ledger.admit("prune", dp(*FINETUNE, lineage="continue"))
+    assert len(ledger.entries) == 1  # admit never records
+
+
+def test_budget_delta_is_the_delta_of_every_composition() -> None:
+    ledger = Ledger(Budget(delta=1e-6))
+    g = ledger.record("train-ladp", dp(*LADP))  # spent at 1e-5, reported at 1e-6
+    assert g.delta == 1e-6 and g.epsilon == pytest.approx(prv([LADP], 1e-6), rel=1e-9)
+
+
+def test_a_running_stage_sees_the_ledger_of_the_completed_stages(tmp_path: Path) -> None:
+    ctx, _ = context(tmp_path)
+    spend = dp(*LADP)
+    write_json(
+        tmp_path / "01-train-ladp" / "result.json",
+        {
+            "outputs": {},
+            "spend": {
+                "kind": "dp",
+                "epsilon": spend.epsilon,
+                "delta": DELTA,
+                "details": spend.details,
+            },
+            "metrics": {},
+        },
+    )
+    write_json(
+        tmp_path / "02-prune" / "result.json",
+        {
+            "outputs": {},
+            "spend": {"kind": "post-processing", "epsilon": None, "delta": None, "details": {}},
+            "metrics": {},
+        },
+    )
+    ctx.history = ["train-ladp", "prune"]
+    ledger = ledger_for(ctx)
+    history, accountant, delta, private = ledger.lineage_history()
+    assert history == [GaussianSteps(*LADP)] and (accountant, delta, private) == (
+        "prv",
+        DELTA,
+        True,
+    )
+    assert ledger.current is not None and not math.isnan(ledger.current.epsilon or math.nan)

@@ -191,11 +191,18 @@ def run() -> str:
     ]
     for workers, (wall, per_model) in costs.items():
         lines.append(f"| {workers} | {wall:.1f} | {sum(per_model) / len(per_model):.1f} |")
+    cores = os.cpu_count() or 1
+    busy = max(load_before, load_after) > cores
     lines += [
         "",
         f"Speed-up with 2 workers: {costs[1][0] / costs[2][0]:.2f}x. Load average of the machine",
         f"(1 min) before / after these two trainings: {load_before:.1f} / {load_after:.1f} on "
-        f"{os.cpu_count()} cores: above the core count, other work competed for the CPUs and",
-        "the seconds (the 2-worker ones most) overstate the cost.",
+        f"{cores} cores"
+        + (
+            ": above the core count, other work competed for the CPUs, and the seconds (the "
+            "2-worker ones most) overstate the cost."
+            if busy
+            else "."
+        ),
     ]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 from attacks.target import OnnxTarget, Target, TorchTarget
+from compress.macs import onnx_macs, torch_macs
 from models.io import ARCH, WEIGHTS, load_model
 from models.zoo import count_params
 from pipelines.rundir import sha256_of
@@ -27,6 +28,13 @@ def artifact_hash(name: str, path: Path) -> str:
 def artifact_bytes(name: str, path: Path) -> int:
     """Size of what would ship: the weights file, or the whole ONNX file."""
     return (path / WEIGHTS).stat().st_size if name == MODEL else path.stat().st_size
+
+
+def artifact_macs(name: str, path: Path, in_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass on one example."""
+    if name == MODEL:
+        return torch_macs(load_model(path)[0], in_shape)
+    return onnx_macs(path)
 
 
 def open_target(name: str, path: Path) -> Target:

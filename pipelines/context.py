@@ -10,7 +10,7 @@ import numpy as np
 
 from pipelines.config import Config
 from pipelines.data import Dataset, Splits
-from pipelines.ledger import Guarantee
+from pipelines.ledger import Guarantee, Ledger
 from pipelines.progress import Reporter
 
 
@@ -27,6 +27,7 @@ class RunContext:
     guarantee: Guarantee | None = None  # privacy of the latest artifact
     stage_dir: Path = Path()
     measurements: dict[Any, dict[str, Any]] = field(default_factory=dict)  # per artifact hash
+    ledger: Ledger | None = None  # the runner's live ledger (stages that plan spends read it)
 
     @property
     def seed(self) -> int:

@@ -34,7 +34,7 @@ from attacks.signals import AUGMENTATIONS, query_variants
 from attacks.suite import Pool, check_attack_names, run_attacks
 from attacks.target import OnnxTarget, Target, TorchTarget
 from models.training import accuracy
-from pipelines.artifacts import artifact_bytes, artifact_params, open_target
+from pipelines.artifacts import artifact_bytes, artifact_macs, artifact_params, open_target
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.executors import EXECUTORS, Executor, make_executor
@@ -78,7 +78,11 @@ def measure_artifact(
     x_test, y_test = ctx.split("test")
     result: dict[str, Any] = {
         "utility": {"test_accuracy": accuracy(target.predict_logits(x_test), y_test)},
-        "size": {"params": artifact_params(name, path), "bytes": artifact_bytes(name, path)},
+        "size": {
+            "params": artifact_params(name, path),
+            "bytes": artifact_bytes(name, path),
+            "macs": artifact_macs(name, path, ctx.dataset.in_shape),
+        },
         "attacks": {},
     }
     if with_attacks and ctx.config["evaluate"]["attacks"]:

@@ -18,7 +18,7 @@ from pipelines.context import RunContext
 from pipelines.data import Splits, load_dataset, make_splits
 from pipelines.errors import PrivcompError
 from pipelines.evaluation import measure_artifact
-from pipelines.ledger import Ledger
+from pipelines.ledger import Budget, Ledger, check_budget
 from pipelines.progress import Reporter
 from pipelines.rundir import read_json, stage_dir_name, write_atomic, write_json
 from pipelines.stage import Spend, Stage, StageResult
@@ -65,10 +65,14 @@ def run_pipeline(
     ctx = RunContext(run_dir, config, dataset, splits, reporter)
     for stage in stages:
         stage.check(ctx)  # every setting is checked before anything is written
+    check_budget(stages, ctx)  # a run that would pass [budget] is refused before it starts
     _prepare_run_dir(run_dir, config, splits)
     reporter.info(f"run directory: {run_dir}")
     previous = _previous_records(run_dir)
-    ledger, records, entries = Ledger(), [], []
+    ledger = Ledger(Budget.from_config(config), warn=reporter.info)
+    ctx.ledger = ledger
+    records: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
     for position, stage in enumerate(stages, start=1):
         reporter.info(f"[bold][{position}/{len(stages)}] {stage.name}[/bold]")
         ctx.stage_dir = run_dir / stage_dir_name(position, stage.name)
@@ -195,7 +199,8 @@ def _measure(ctx: RunContext, final: bool) -> dict[str, Any]:
     if key not in ctx.measurements and on_disk.exists():
         earlier = read_json(on_disk)
         if earlier.get("measurement") == key:
-            ctx.measurements[key] = {k: earlier[k] for k in ("utility", "size", "attacks")}
+            kept = ("utility", "size", "attacks", "roc")
+            ctx.measurements[key] = {k: earlier[k] for k in kept if k in earlier}
     if key not in ctx.measurements:
         ctx.measurements[key] = measure_artifact(ctx, ctx.latest, path, with_attacks=with_attacks)
     return {"measurement": key, **ctx.measurements[key]}

@@ -23,7 +23,7 @@ def _strongest(attacks: dict[str, dict[str, Any]]) -> tuple[str, str]:
 def summary_table(summary: dict[str, Any]) -> Table:
     run = summary["run"]
     table = Table(title=f"privcomp · {run['dataset']} · {run['model']} · seed {run['seed']}")
-    columns = ("stage", "epsilon", "test acc", "params", "bytes", "attack AUC", "TPR@0.1%FPR")
+    columns = ("stage", "epsilon", "test acc", "params", "MACs", "bytes", "max AUC", "max TPR@0.1%")
     for column in columns:
         table.add_column(column, justify="left" if column == "stage" else "right")
     for entry in summary["stages"]:
@@ -33,6 +33,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
             _fmt_eps(entry["privacy"]["epsilon"]),
             f"{entry['utility']['test_accuracy']:.3f}",
             f"{entry['size']['params']:,}",
+            f"{entry['size'].get('macs', 0) / 1e6:.2f}M",
             f"{entry['size']['bytes']:,}",
             auc,
             tpr,

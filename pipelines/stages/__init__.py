@@ -12,7 +12,8 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
-# Importing the modules registers their stages.
-from pipelines.stages import compression, distill, evaluate, training  # noqa: E402
+# Importing the modules registers their stages, in the order `pipeline stages` lists them.
+from pipelines.stages import training  # noqa: E402, I001  (training first)
+from pipelines.stages import compression, distill, evaluate  # noqa: E402
 
 __all__ = ["STAGES", "compression", "distill", "evaluate", "register_stage", "training"]

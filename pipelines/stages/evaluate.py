@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipelines.artifacts import MODEL, ONNX_MODEL
 from pipelines.context import RunContext
-from pipelines.evaluation import check_attack_names
+from pipelines.evaluation import check_attack_names, check_evaluate_config
 from pipelines.stage import POST_PROCESSING, Stage, StageResult
 from pipelines.stages import register_stage
 
@@ -15,11 +15,15 @@ class Evaluate(Stage):
     requires = (f"{MODEL}|{ONNX_MODEL}",)
     provides = ()
     uses_private_data = True  # it measures leakage of the members; its numbers are not shipped
-    privacy_cost = "none: an audit for the data owner; nothing it measures goes into an artifact"
+    privacy_cost = (
+        "none: an audit for the data owner; only export.attack_metadata copies its strongest "
+        "attack's AUC into an ONNX file"
+    )
     summary = "membership-inference attacks, accuracy and size of the latest artifact"
 
     def check(self, ctx: RunContext) -> None:
         check_attack_names(list(ctx.config["evaluate"]["attacks"]))
+        check_evaluate_config(ctx.config["evaluate"])
 
     def run(self, ctx: RunContext) -> StageResult:
         # The runner measures the latest artifact after this stage, with attacks (cached when

@@ -34,6 +34,7 @@ def tiny_sets() -> list[str]:
         (["run", "train-ladp", "--set", "train-ladp.epsilon=0"], "finite number > 0"),
         (["run", "train-ladp", "--set", "train-ladp.delta=0.5"], "delta must be in (0, 1/n)"),
         (["run", "train", "--config", "missing.toml"], "config file not found"),
+        (["run", "train-ladp", "--set", "budget.epsilon=1.0"], "budget: stage 'train-ladp'"),
         (["run", "train", "--set", "run.dataset=mnist"], "set run.data_root"),
     ],
 )

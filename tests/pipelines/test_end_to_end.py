@@ -100,6 +100,7 @@ def test_compression_really_shrinks(main_run: tuple[Path, dict, Config]) -> None
     _, summary, _ = main_run
     trained, pruned, quantized = summary["stages"][:3]
     assert pruned["size"]["params"] < trained["size"]["params"]
+    assert 0 < pruned["size"]["macs"] < trained["size"]["macs"]
     assert pruned["size"]["bytes"] < trained["size"]["bytes"]
     assert quantized["artifact"].endswith(".onnx")
     # The one-third ratio needs real layer sizes (tests/compress checks it on the 28x28 cnn); this

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 
@@ -17,15 +18,20 @@ def _strongest(attacks: dict[str, dict[str, Any]]) -> tuple[str, str]:
         return "-", "-"
     auc = max(attacks.items(), key=lambda kv: kv[1]["auc"])
     tpr = max(attacks.items(), key=lambda kv: kv[1]["tpr_at_0_1pct_fpr"])
-    return f"{auc[1]['auc']:.3f} ({auc[0]})", f"{tpr[1]['tpr_at_0_1pct_fpr']:.4f} ({tpr[0]})"
+    return f"{auc[1]['auc']:.3f}", f"{tpr[1]['tpr_at_0_1pct_fpr']:.4f}"
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
     run = summary["run"]
     table = Table(title=f"privcomp · {run['dataset']} · {run['model']} · seed {run['seed']}")
-    columns = ("stage", "epsilon", "test acc", "params", "MACs", "bytes", "max AUC", "max TPR@0.1%")
+    table.box = box.SIMPLE_HEAD  # fits 80 columns: rows are read, not framed
+    table.padding = (0, 1)
+    table.pad_edge = False
+    columns = ("stage", "ε", "test acc", "params", "MACs", "bytes", "AUC", "TPR@.1%")
     for column in columns:
-        table.add_column(column, justify="left" if column == "stage" else "right")
+        left = column == "stage"
+        table.add_column(column, justify="left" if left else "right", no_wrap=True)
+    table.caption = "AUC, TPR@.1% (FPR): the strongest attack per stage; all in summary.json"
     for entry in summary["stages"]:
         auc, tpr = _strongest(entry["attacks"])
         table.add_row(

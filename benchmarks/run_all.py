@@ -53,12 +53,13 @@ def main(names: list[str]) -> None:
     unknown = set(chosen) - set(available())
     if unknown:
         raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    text = OUTPUT.read_text() if OUTPUT.exists() else HEADER
     for name in chosen:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         print(f"== {name}: {module.TITLE}", file=sys.stderr)
-        text = update(text, name, section(name, module.run(), module.TITLE))
-        OUTPUT.write_text(text)  # after each section, so a long run keeps what it measured
+        block = section(name, module.run(), module.TITLE)
+        # Read the file only now: another benchmark may have written its section meanwhile.
+        text = OUTPUT.read_text() if OUTPUT.exists() else HEADER
+        OUTPUT.write_text(update(text, name, block))  # per section: a long run keeps its work
 
 
 if __name__ == "__main__":

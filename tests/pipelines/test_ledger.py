@@ -5,12 +5,10 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from rich.console import Console
 
 from pipelines.config import Config, load_config
@@ -37,14 +35,6 @@ from tests.conftest import TINY
 DELTA = 1e-5
 LADP = (1.1, 0.1, 200)  # σ, q, steps
 FINETUNE = (2.0, 0.1, 20)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def prv(history: list[tuple[float, float, int]], delta: float = DELTA) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,16 +24,6 @@ from privacy.pate import (
 )
 
 DELTA = 1e-5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Two torch threads on a shared two-core machine spin against each other: tiny fits take
-    # ten times longer than with one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def hand_epsilon(queries: int, sigma: float, delta: float) -> float:

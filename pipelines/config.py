@@ -48,6 +48,17 @@ DEFAULTS: Config = {
         "fisher_samples": 256,  # public examples per measurement
         "fast_path": True,  # exact per-example clipping from activations (Linear/Conv2d/GroupNorm)
     },
+    # The Opacus baseline: the same keys mean the same as in [train-ladp] (flat clipping only).
+    "train-dpsgd": {
+        "epsilon": 3.0,
+        "delta": 1e-5,
+        "epochs": 30,
+        "expected_batch_size": 250,
+        "lr": 0.05,
+        "momentum": 0.5,
+        "clip_norm": 1.0,
+        "accountant": "prv",
+    },
     "prune": {
         "ratio": 0.5,
         "importance": "l2",  # l1 | l2 | lamp | fpgm (weights only) | taylor (public split)

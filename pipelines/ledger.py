@@ -581,3 +581,4 @@ def _plan_train_ladp(stage: Stage, ctx: RunContext, ledger: Ledger) -> Spend:
 register_planner("train", _plan_train)
 register_planner("evaluate", _plan_evaluate)
 register_planner("train-ladp", _plan_train_ladp)
+register_planner("train-dpsgd", _plan_train_ladp)  # same sampling, steps and calibration

@@ -5,17 +5,19 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from models.io import save_model
-from models.training import accuracy, fit, predict_logits
+from models.training import ProgressFn, accuracy, fit, predict_logits
 from models.zoo import seeded_model
 from pipelines.artifacts import MODEL
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.stage import Spend, Stage, StageResult
 from pipelines.stages import register_stage
-from privacy.ladp import LADPConfig, train_ladp
+from privacy.dpsgd import train_dpsgd
+from privacy.ladp import LADPConfig, LADPResult, train_ladp
 
 
 def _fresh_model(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
@@ -75,26 +77,31 @@ class TrainLADP(Stage):
         try:
             ladp_config(self.config).check(len(ctx.splits["members"]))
         except ValueError as exc:
-            raise PrivcompError(f"train-ladp: {exc}") from exc
+            raise PrivcompError(f"{self.name}: {exc}") from exc
+
+    def train(
+        self, ctx: RunContext, model: nn.Module, x: np.ndarray, y: np.ndarray, progress: ProgressFn
+    ) -> LADPResult:
+        public_x, public_y = ctx.split("public")
+        return train_ladp(
+            model,
+            x,
+            y,
+            config=ladp_config(self.config),
+            seed=ctx.seed,
+            progress=progress,
+            public_x=public_x,  # Fisher sensitivities: public data, no budget
+            public_y=public_y,
+        )
 
     def run(self, ctx: RunContext) -> StageResult:
         x, y = ctx.split("members")
-        public_x, public_y = ctx.split("public")
         model, arch = _fresh_model(ctx)
-        with ctx.reporter.task("train-ladp") as progress:
+        with ctx.reporter.task(self.name) as progress:
             try:
-                result = train_ladp(
-                    model,
-                    x,
-                    y,
-                    config=ladp_config(self.config),
-                    seed=ctx.seed,
-                    progress=progress,
-                    public_x=public_x,  # Fisher sensitivities: public data, no budget
-                    public_y=public_y,
-                )
+                result = self.train(ctx, model, x, y, progress)
             except ValueError as exc:
-                raise PrivcompError(f"train-ladp: {exc}") from exc
+                raise PrivcompError(f"{self.name}: {exc}") from exc
         save_model(result.model, ctx.stage_dir, arch=arch)
         spend = result.spend
         metrics = {
@@ -108,3 +115,18 @@ class TrainLADP(Stage):
             Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=details),
             metrics,
         )
+
+
+@register_stage
+class TrainDPSGD(TrainLADP):
+    """The baseline LADP is measured against: same sampling, steps and accountant."""
+
+    name = "train-dpsgd"
+    privacy_cost = "(epsilon, delta)-DP, Opacus DP-SGD (flat clipping), accounted like train-ladp"
+    summary = "plain DP-SGD with Opacus on the members ([train-dpsgd] settings)"
+
+    def train(
+        self, ctx: RunContext, model: nn.Module, x: np.ndarray, y: np.ndarray, progress: ProgressFn
+    ) -> LADPResult:
+        config = ladp_config(self.config)
+        return train_dpsgd(model, x, y, config=config, seed=ctx.seed, progress=progress)

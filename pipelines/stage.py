@@ -22,6 +22,11 @@ class Spend:
     kind "dp": a DP mechanism on the private data, with its accounted (epsilon, delta).
     kind "none": read private data without DP: the artifact is not private (epsilon None).
     kind "post-processing": no private data touched; the input's guarantee carries over.
+
+    `details` of a "dp" spend feed the ledger's accountant: `noise_multiplier`, `sample_rate`,
+    `steps`, `accountant` (one subsampled Gaussian mechanism), `dataset` (the private split read,
+    default "members") and `lineage = "continue"` when it extends its input's history (a DP
+    fine-tune) instead of starting a new artifact lineage.
     """
 
     kind: str

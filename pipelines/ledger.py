@@ -544,36 +544,22 @@ def _plan_evaluate(stage: Stage, ctx: RunContext, ledger: Ledger) -> None:
 
 
 def _plan_train_ladp(stage: Stage, ctx: RunContext, ledger: Ledger) -> Spend:
-    """LADP's planned history: σ calibrated to the target over the planned steps (an upper
-    bound: training never takes more steps, and stops before its ε passes the target)."""
-    from dataclasses import fields
+    """LADP's (and the DP-SGD baseline's) planned history: the q, σ and step count the trainer
+    will use (privacy.ladp.plan_noise); ε is the target, an upper bound on what it prints."""
+    from pipelines.stages.training import ladp_config
+    from privacy.ladp import plan_noise
 
-    from privacy.accounting import calibrate_noise_multiplier
-    from privacy.ladp import LADPConfig
-
-    known = {f.name for f in fields(LADPConfig)}
-    cfg = LADPConfig(**{k: v for k, v in stage.config.items() if k in known})
-    n = len(ctx.splits["members"])
-    q = min(1.0, cfg.expected_batch_size / n)
-    steps = max(1, round(cfg.epochs / q))
-    sigma = cfg.noise_multiplier
-    if sigma is None:
-        try:
-            sigma = calibrate_noise_multiplier(
-                target_epsilon=cfg.epsilon,
-                delta=cfg.delta,
-                sample_rate=q,
-                steps=steps,
-                accountant=cfg.accountant,
-            )
-        except ValueError as exc:
-            raise PrivcompError(f"train-ladp: {exc}") from exc
+    cfg = ladp_config(stage.config)
+    try:
+        q, _, sigma, steps = plan_noise(cfg, len(ctx.splits["members"]))
+    except ValueError as exc:
+        raise PrivcompError(f"{stage.name}: {exc}") from exc
     details = {
         "noise_multiplier": sigma,
         "sample_rate": q,
         "steps": steps,
         "accountant": cfg.accountant,
-        "mechanism": "ladp",
+        "mechanism": "ladp" if stage.name == "train-ladp" else "dp-sgd",
     }
     return Spend(kind="dp", epsilon=cfg.epsilon, delta=cfg.delta, details=details)
 

@@ -17,8 +17,8 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from privacy.accounting import calibrate_noise_multiplier, compute_epsilon
-from privacy.ladp import LADPConfig, LADPResult, PrivacySpend
+from privacy.accounting import compute_epsilon
+from privacy.ladp import LADPConfig, LADPResult, PrivacySpend, plan_noise
 
 
 def train_dpsgd(
@@ -31,17 +31,8 @@ def train_dpsgd(
     progress: Callable[[int, int], None] | None = None,
 ) -> LADPResult:
     """Opacus DP-SGD: Poisson sampling at q, per-example flat clipping at config.clip_norm."""
-    n = len(x)
-    config.check(n)
-    q = min(1.0, config.expected_batch_size / n)
-    steps = max(1, round(config.epochs / q))
-    sigma = config.noise_multiplier or calibrate_noise_multiplier(
-        target_epsilon=config.epsilon,
-        delta=config.delta,
-        sample_rate=q,
-        steps=steps,
-        accountant=config.accountant,
-    )
+    # The same q, planned steps and σ as LADP, so the two compare at equal ε.
+    q, planned, sigma, steps = plan_noise(config, len(x))
     sampling = torch.Generator().manual_seed(seed)
     noise = torch.Generator().manual_seed(seed + 1)
     data = TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
@@ -75,7 +66,8 @@ def train_dpsgd(
         steps=steps,
         mechanism="dp-sgd (opacus, flat clipping)",
     )
-    return LADPResult(model.eval(), spend, steps, steps, stopped_at_budget=False, seed=seed)
+    stopped = steps < planned
+    return LADPResult(model.eval(), spend, planned, steps, stopped_at_budget=stopped, seed=seed)
 
 
 def _run_steps(

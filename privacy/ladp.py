@@ -42,7 +42,7 @@ from privacy.accounting import (
 from privacy.fastpath import fast_clipped_grad_sums, supports_fast_path
 
 OPTIMIZERS = ("sgd", "adam")
-ALLOCATIONS = ("uniform", "utility", "protect")
+ALLOCATIONS = ("uniform", "utility", "protect", "matched")
 # Per-example gradients of one chunk are held at once. Small chunks are also faster: blocks
 # over 32 MiB go back to the OS on free (glibc), and re-faulting them each step, plus the cache
 # misses, cost several times the arithmetic (measured on the cnn: chunks of ~14 are best).
@@ -402,6 +402,7 @@ def _fisher_schedule(
         sensitive_fraction=config.sensitive_fraction,
         clip_sensitive=config.clip_sensitive,
         clip_other=config.clip_other,
+        clip_norm=config.clip_norm,
         every=config.fisher_every,
         samples=config.fisher_samples,
         seed=seed,

@@ -6,6 +6,12 @@ the squared per-example gradient norm of the group, divided by its parameter cou
 Weights w_l = softmax(τ z_l), z = standardised log s (mode "utility": less noise to high-Fisher
 groups), or softmax(-τ z_l) (mode "protect": the reverse). σ_l = σ_eff / sqrt(w_l) in privacy.ladp.
 
+Mode "matched" sets the clip norms instead of taking them from clip_sensitive / clip_other: each
+group is clipped in proportion to its root-mean-square public gradient norm m_l = sqrt(s_l · d_l),
+C_l = clip_norm · m_l / ||m||, with w_l = C_l² / clip_norm². Then σ_l · C_l = σ_eff · clip_norm for
+every group: the same noise per coordinate as flat DP-SGD at clip_norm, with each layer clipped on
+its own scale (flat clipping lets a layer with large gradients crowd out the others).
+
 Everything here reads the public split and the current model only, so choosing groups from it is
 post-processing: it costs no privacy, whatever it chooses.
 """
@@ -26,6 +32,11 @@ MIN_WEIGHT = 1e-12  # softmax underflow guard: every group keeps a finite σ_l
 MIN_SENSITIVITY = 1e-30
 
 
+def group_sizes(model: nn.Module, groups: Sequence[LayerGroup]) -> dict[str, int]:
+    params = dict(model.named_parameters())
+    return {g.name: sum(params[n].numel() for n in g.param_names) for g in groups}
+
+
 def fisher_sensitivities(
     model: nn.Module,
     x: Tensor,
@@ -37,7 +48,6 @@ def fisher_sensitivities(
     """Per group: mean_i ||g_{i,l}||² / (number of parameters of l), on (public) x, y."""
     if len(x) == 0:
         raise ValueError("Fisher sensitivities need at least one public example")
-    sizes = dict((n, p.numel()) for n, p in model.named_parameters())
     totals = {g.name: 0.0 for g in groups}
     fast = supports_fast_path(model, groups)
     for start in range(0, len(x), batch_size):
@@ -55,7 +65,8 @@ def fisher_sensitivities(
             }
         for g in groups:
             totals[g.name] += float(sq[g.name].sum())
-    return {g.name: totals[g.name] / len(x) / sum(sizes[n] for n in g.param_names) for g in groups}
+    sizes = group_sizes(model, groups)
+    return {g.name: totals[g.name] / len(x) / sizes[g.name] for g in groups}
 
 
 def allocate(
@@ -67,8 +78,10 @@ def allocate(
     sensitive_fraction: float = 0.5,
     clip_sensitive: float = 1.0,
     clip_other: float = 5.0,
+    clip_norm: float = 1.0,
+    sizes: dict[str, int] | None = None,
 ) -> list[LayerGroup]:
-    """Groups with Fisher-derived clip norms and weights (Σ w_l = 1)."""
+    """Groups with Fisher-derived clip norms and weights (Σ w_l = 1); "matched" needs sizes."""
     if mode not in ALLOCATIONS:
         raise ValueError(f"unknown allocation '{mode}' (known: {', '.join(ALLOCATIONS)})")
     if not 0 <= sensitive_fraction <= 1:
@@ -76,6 +89,8 @@ def allocate(
     if not (math.isfinite(tau) and tau >= 0):
         raise ValueError(f"tau must be a finite number >= 0, got {tau}")
     s = np.array([max(sensitivities[g.name], MIN_SENSITIVITY) for g in groups], dtype=float)
+    if mode == "matched":
+        return _matched(groups, s, clip_norm, sizes)
     n_sensitive = math.ceil(sensitive_fraction * len(groups))
     order = np.argsort(-s, kind="stable")
     sensitive = set(order[:n_sensitive].tolist())
@@ -97,6 +112,20 @@ def allocate(
     ]
 
 
+def _matched(
+    groups: Sequence[LayerGroup], s: np.ndarray, clip_norm: float, sizes: dict[str, int] | None
+) -> list[LayerGroup]:
+    if sizes is None:
+        raise ValueError("allocation 'matched' needs the groups' parameter counts (sizes)")
+    mean_sq = s * np.array([sizes[g.name] for g in groups], dtype=float)
+    weights = np.maximum(mean_sq / mean_sq.sum(), MIN_WEIGHT)
+    weights /= weights.sum()
+    return [
+        LayerGroup(g.name, g.param_names, clip_norm * math.sqrt(w), float(w))
+        for g, w in zip(groups, weights, strict=True)
+    ]
+
+
 def fisher_schedule(
     public_x: Tensor,
     public_y: Tensor,
@@ -106,6 +135,7 @@ def fisher_schedule(
     sensitive_fraction: float,
     clip_sensitive: float,
     clip_other: float,
+    clip_norm: float,
     every: int,
     samples: int,
     seed: int = 0,
@@ -130,6 +160,8 @@ def fisher_schedule(
                     sensitive_fraction=sensitive_fraction,
                     clip_sensitive=clip_sensitive,
                     clip_other=clip_other,
+                    clip_norm=clip_norm,
+                    sizes=group_sizes(model, base),
                 )
             ]
         return cached[0]

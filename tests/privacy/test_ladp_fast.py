@@ -22,7 +22,7 @@ from privacy.ladp import (
     per_example_grads,
     train_ladp,
 )
-from privacy.sensitivity import allocate, fisher_schedule, fisher_sensitivities
+from privacy.sensitivity import allocate, fisher_schedule, fisher_sensitivities, group_sizes
 
 torch.set_num_threads(1)
 
@@ -152,6 +152,26 @@ def test_fisher_allocation_composes_to_sigma_eff(mode: str) -> None:
         assert weights == pytest.approx([1 / 6] * 6)
 
 
+def test_matched_allocation_gives_flat_noise_per_coordinate() -> None:
+    model, groups, sens = sensitivities()
+    sizes = group_sizes(model, groups)
+    allocated = allocate(groups, sens, mode="matched", clip_norm=0.7, sizes=sizes)
+    check_groups(model, allocated)
+    sigma_eff = 1.3
+    stds = group_noise_stds(sigma_eff, [g.weight for g in allocated])
+    assert math.fsum(s**-2 for s in stds) == pytest.approx(sigma_eff**-2, rel=1e-9)
+    # Noise std per coordinate σ_l C_l equals flat DP-SGD's σ_eff · clip_norm in every group,
+    # and the clip norms split clip_norm² in proportion to the groups' mean squared gradient norm.
+    for g, std in zip(allocated, stds, strict=True):
+        assert std * g.clip_norm == pytest.approx(sigma_eff * 0.7, rel=1e-9)
+    mean_sq = {g.name: sens[g.name] * sizes[g.name] for g in groups}
+    total = math.fsum(mean_sq.values())
+    for g in allocated:
+        assert g.clip_norm == pytest.approx(0.7 * math.sqrt(mean_sq[g.name] / total), rel=1e-9)
+    with pytest.raises(ValueError, match="sizes"):
+        allocate(groups, sens, mode="matched")
+
+
 def test_allocation_rejects_bad_knobs() -> None:
     _, groups, sens = sensitivities()
     with pytest.raises(ValueError, match="allocation"):
@@ -164,7 +184,9 @@ def test_schedule_remeasures_every_k_steps() -> None:
     model, _, _ = sensitivities()
     x = torch.randn(20, 1, 8, 8)
     y = torch.randint(0, 3, (20,))
-    kwargs = dict(tau=1.0, sensitive_fraction=0.5, clip_sensitive=1.0, clip_other=5.0)
+    kwargs = dict(
+        tau=1.0, sensitive_fraction=0.5, clip_sensitive=1.0, clip_other=5.0, clip_norm=1.0
+    )
     schedule = fisher_schedule(x, y, mode="utility", every=3, samples=8, **kwargs)  # type: ignore[arg-type]
     first = schedule(model, 0)
     assert schedule(model, 1) is first
@@ -198,9 +220,10 @@ def test_train_fast_path_equals_reference(data: tuple[np.ndarray, np.ndarray]) -
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
-def test_train_with_fisher_allocation(data: tuple[np.ndarray, np.ndarray]) -> None:
+@pytest.mark.parametrize("allocation", ["utility", "matched"])
+def test_train_with_fisher_allocation(data: tuple[np.ndarray, np.ndarray], allocation: str) -> None:
     x, y = data
-    config = LADPConfig(**{**TINY.__dict__, "allocation": "utility", "fisher_every": 2})
+    config = LADPConfig(**{**TINY.__dict__, "allocation": allocation, "fisher_every": 2})
     with pytest.raises(ValueError, match="public"):
         train_ladp(small_cnn(), x, y, config=config, seed=0)
     result = train_ladp(small_cnn(), x, y, config=config, seed=0, public_x=x[:16], public_y=y[:16])

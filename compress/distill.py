@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.training import ProgressFn, predict_logits
+from models.training import ProgressFn, fit, predict_logits
 from models.zoo import MODELS, seeded_model
 
 DEFAULT_TEMPERATURE = 3.0
@@ -69,7 +70,7 @@ def distillation_loss(
 class DistillResult:
     student: nn.Module
     steps: int
-    final_loss: float
+    final_loss: float  # distillation loss over all of x after training
 
 
 def distill_soft(
@@ -91,23 +92,20 @@ def distill_soft(
         raise ValueError("student data contains NaN or infinite values")
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
-    gen = torch.Generator().manual_seed(seed)
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    pt = torch.as_tensor(teacher_probs, dtype=torch.float32)
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
-    n = len(xt)
-    per_epoch = -(-n // batch_size)
-    total = epochs * per_epoch
-    loss = torch.zeros(())
-    student.train()
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for i in range(per_epoch):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = distillation_loss(student(xt[idx]), pt[idx], temperature=temperature)
-            loss.backward()
-            opt.step()
-            if progress:
-                progress(epoch * per_epoch + i + 1, total)
-    return DistillResult(student=student.eval(), steps=total, final_loss=float(loss.detach()))
+    loss_fn = partial(distillation_loss, temperature=temperature)
+    x, probs = np.asarray(x, dtype=np.float32), np.asarray(teacher_probs, dtype=np.float32)
+    fit(
+        student,
+        x,
+        probs,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        loss_fn=loss_fn,
+    )
+    with torch.no_grad():
+        final = loss_fn(torch.as_tensor(predict_logits(student, x)), torch.as_tensor(probs))
+    steps = epochs * -(-len(x) // batch_size)
+    return DistillResult(student=student, steps=steps, final_loss=float(final))

@@ -6,10 +6,13 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 # progress(done, total): called by long loops so that a CLI can draw a bar.
 ProgressFn = Callable[[int, int], None]
+# loss_fn(outputs, targets) -> mean loss over the batch.
+LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def fit(
@@ -23,12 +26,15 @@ def fit(
     weight_decay: float = 0.0,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    loss_fn: LossFn = F.cross_entropy,
 ) -> nn.Module:
-    """Plain Adam training with shuffled mini-batches; returns the model in eval mode."""
+    """Plain Adam training with shuffled mini-batches; returns the model in eval mode.
+
+    y holds class labels for the default cross-entropy, or whatever targets loss_fn takes
+    (soft labels for distillation)."""
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
     n = len(xt)
     steps_per_epoch = max(1, -(-n // batch_size))
     total = epochs * steps_per_epoch

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 CLIP_EPS = 1e-6  # the same as the reference path (privacy.ladp.CLIP_EPS)
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)
+# Below this many input channels im2col (F.unfold) is cheaper than one bmm per kernel tap.
+SHIFTED_MIN_CHANNELS = 8
 
 
 def _module_for(model: nn.Module, group: LayerGroup) -> nn.Module | None:
@@ -121,6 +123,42 @@ def _sequence_weight(a: Tensor, b: Tensor) -> tuple[Tensor, Any]:
     return sq, from_activations
 
 
+def _shifted_applies(module: nn.Conv2d, a: Tensor, b: Tensor) -> bool:
+    """Stride 1, many input channels, and per-example gradients cheaper than Gram matrices."""
+    out_positions = b.shape[2] * b.shape[3]
+    return (
+        tuple(module.stride) == (1, 1)
+        and module.in_channels >= SHIFTED_MIN_CHANNELS
+        and module.weight[0].numel() * module.out_channels < out_positions**2
+    )
+
+
+def _conv_tap_grads(module: nn.Conv2d, a: Tensor, b: Tensor) -> Tensor:
+    """Per-example weight gradients of a stride-1 conv without im2col, one kernel tap at a time:
+    (kh·kw, B, O, C), tap t = (i, j) holding ∇W_b[:, :, i, j].
+
+    Flatten the padded input rows to one axis of row length Wp; the input window of tap (i, j)
+    for every output position is then one contiguous slice starting at i·dh·Wp + j·dw, read as a
+    view. Output gradients are padded with zero columns to the same row length, so the positions
+    that wrap into the next row contribute nothing: exact, one bmm per tap.
+    """
+    (kh, kw), (dh, dw) = module.kernel_size, module.dilation
+    ph, pw = (int(p) for p in module.padding)  # never "same"/"valid": see _module_for
+    out_h, out_w = b.shape[2], b.shape[3]
+    row = a.shape[3] + 2 * pw
+    # One extra zero row keeps the last tap's slice inside the tensor.
+    rows = F.pad(a, (pw, pw, ph, ph + 1)).flatten(2)  # (B, C, (Hp + 1)·Wp)
+    grads = F.pad(b, (0, row - out_w)).flatten(2)  # (B, O, Ho·Wp)
+    span = out_h * row
+    taps = a.new_empty(kh * kw, a.shape[0], b.shape[1], a.shape[1])
+    for i in range(kh):
+        for j in range(kw):
+            start = i * dh * row + j * dw
+            window = rows[:, :, start : start + span].transpose(1, 2)  # (B, Ho·Wp, C), a view
+            torch.bmm(grads, window, out=taps[i * kw + j])
+    return taps
+
+
 def _layer(module: nn.Module, a: Tensor, b: Tensor) -> list[tuple[str, Tensor, Any]]:
     """Per parameter of the module: (local name, per-example squared norms, c -> clipped sum)."""
     out: list[tuple[str, Tensor, Any]] = []
@@ -139,6 +177,18 @@ def _layer(module: nn.Module, a: Tensor, b: Tensor) -> list[tuple[str, Tensor, A
             out.append(("weight", sq_w, seq_w))
             bias_grad = b3.sum(1)
         if module.bias is not None:
+            out.append(("bias", bias_grad.pow(2).sum(1), lambda c, g=bias_grad: c @ g))
+    elif isinstance(module, nn.Conv2d) and _shifted_applies(module, a, b):
+        taps = _conv_tap_grads(module, a, b)  # (kh·kw, B, O, C)
+        kh, kw = module.kernel_size
+
+        def conv_w(c: Tensor, taps: Tensor = taps) -> Tensor:
+            summed = torch.tensordot(c, taps, dims=([0], [1]))  # (kh·kw, O, C)
+            return summed.permute(1, 2, 0).reshape(module.weight.shape)
+
+        out.append(("weight", taps.pow(2).sum((0, 2, 3)), conv_w))
+        if module.bias is not None:
+            bias_grad = b.flatten(2).sum(2)
             out.append(("bias", bias_grad.pow(2).sum(1), lambda c, g=bias_grad: c @ g))
     elif isinstance(module, nn.Conv2d):
         unfolded = F.unfold(

@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from models.zoo import build_model
-from privacy.fastpath import fast_clipped_grad_sums, per_example_sq_norms, supports_fast_path
+from privacy.fastpath import (
+    SHIFTED_MIN_CHANNELS,
+    fast_clipped_grad_sums,
+    per_example_sq_norms,
+    supports_fast_path,
+)
 from privacy.ladp import (
     LADPConfig,
     LayerGroup,
@@ -51,6 +56,16 @@ def cases() -> list[tuple[str, nn.Module, torch.Tensor]]:
         nn.Linear(4 * 2 * 2, 3),
     )
     cnn = build_model("cnn", in_shape=(1, 8, 8), num_classes=3, width=4, hidden=16, groups=2)
+    # Stride-1 convs wide enough for the shifted-window path (uneven kernels, padding, dilation).
+    c = SHIFTED_MIN_CHANNELS
+    shifted = nn.Sequential(
+        nn.Conv2d(c, c, (3, 2), padding=(1, 2), dilation=(1, 2)),  # (c, 8, 10)
+        nn.GroupNorm(2, c),
+        nn.ReLU(),
+        nn.Conv2d(c, 5, (2, 3), padding=(0, 1), dilation=(2, 1), bias=False),  # (5, 6, 10)
+        nn.Flatten(),
+        nn.Linear(5 * 6 * 10, 3),
+    )
     mlp = nn.Sequential(nn.Linear(24, 7), nn.Tanh(), nn.Linear(7, 3))
     gen = torch.Generator().manual_seed(1)
     return [
@@ -58,11 +73,12 @@ def cases() -> list[tuple[str, nn.Module, torch.Tensor]]:
         ("sequence-linear", SequenceNet(), torch.randn(10, 24, generator=gen)),
         ("conv-groupnorm", conv, torch.randn(9, 2, 8, 8, generator=gen)),
         ("cnn", cnn, torch.randn(11, 1, 8, 8, generator=gen)),
+        ("conv-shifted", shifted, torch.randn(7, c, 8, 8, generator=gen)),
     ]
 
 
 @pytest.mark.parametrize("clip", [0.01, 0.3, 1e9])
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_fast_sums_equal_reference(case: int, clip: float) -> None:
     name, model, x = cases()[case]
     y = torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(2))

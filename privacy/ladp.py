@@ -73,8 +73,8 @@ class LADPConfig:
     delta: float = 1e-5
     epochs: int = 30
     expected_batch_size: int = 250
-    # Tuned on the cnn, 2,000 mnist5k members, ε = 3: an effective step lr / (1 - momentum)
-    # near 0.1 is best (86.6-91.2% over 3 seeds); at 0.5 noise dominates (37-67%).
+    # Chosen for allocation "uniform" on the public split (cnn, 2,000 mnist5k members, ε = 3);
+    # "matched" prefers 0.1 there (BENCHMARKS.md, accuracy section; the pipeline's default).
     lr: float = 0.05
     momentum: float = 0.5
     clip_norm: float = 1.0
@@ -86,12 +86,14 @@ class LADPConfig:
     noise_multiplier: float | None = None
     # Seed sampling and noise from the OS instead of `seed` (nothing recorded, not reproducible).
     secure_noise: bool = False
-    # Full LADP (DESIGN §5.2-§5.5). "uniform": every group clipped at clip_norm, equal weights
-    # (the default until the full algorithm is shown at least as accurate on the real setting).
-    # "utility" / "protect": Fisher sensitivities on the public split (train_ladp's public_x,
-    # public_y), re-measured every fisher_every steps on fisher_samples examples; the top
-    # sensitive_fraction of groups clipped at clip_sensitive, the others at clip_other;
-    # weights softmax(±tau · z). Values: the original study's (§10); fisher_every is ours.
+    # Full LADP (DESIGN §5.2-§5.5). "uniform" (the default here because it needs no public
+    # data; the pipeline defaults to "matched"): every group clipped at clip_norm, equal weights.
+    # The others measure Fisher sensitivities on the public split (train_ladp's public_x,
+    # public_y), re-measured every fisher_every steps on fisher_samples examples.
+    # "matched": clip norms in proportion to each group's RMS public gradient norm with
+    # Σ C_l² = clip_norm², weights C_l² / clip_norm² (flat DP-SGD's noise per coordinate).
+    # "utility" / "protect": the top sensitive_fraction of groups clipped at clip_sensitive,
+    # the others at clip_other; weights softmax(±tau · z). Values: the original study's (§10).
     allocation: str = "uniform"
     tau: float = 1.0
     sensitive_fraction: float = 0.5

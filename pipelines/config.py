@@ -67,8 +67,8 @@ DEFAULTS: Config = {
         "global_pruning": False,  # rank all layers together (each keeps >= 10% of channels)
         "iterative_steps": 1,  # prune in this many steps, fine-tuning after each
         "taylor_samples": 256,  # public examples whose gradients score channels (taylor)
-        # Pruning a DP model costs much accuracy (mnist5k, eps 3: 0.89 -> 0.36 at ratio 0.5);
-        # 3 epochs on the public split win it back for free (-> 0.89). See BENCHMARKS.md.
+        # Pruning a DP model costs much accuracy (mnist5k, eps 3: 0.90 -> 0.46 at ratio 0.5);
+        # 3 epochs on the public split win it back for free (-> 0.91); see the README.
         "finetune": "public",  # public (free) | ladp (members, DP, composed) | none
         "finetune_epochs": 3,  # per pruning step
         "finetune_epsilon": 4.0,  # ladp: target epsilon of the model after fine-tuning

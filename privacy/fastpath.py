@@ -8,6 +8,8 @@ depends on row i, so b_i is example i's output gradient). From them, exactly:
 - Linear on sequences (B, T, d) and Conv2d (im2col: a -> unfold(a), (B, L, D)): ∇W_i = b_iᵀ a_i,
   ||∇W_i||² = <a_i a_iᵀ, b_i b_iᵀ> (Gram matrices, T² or L² per example) or, when D·O < T², the
   per-example gradient of that one layer is formed directly (cheaper, still exact).
+- When a stride-1 Conv2d with at least SHIFTED_MIN_CHANNELS input channels forms it directly, it
+  does so one kernel tap at a time, from views of the padded input (no im2col copy).
 - GroupNorm: ∇γ_i = Σ_spatial x̂_i ⊙ b_i, ∇β_i = Σ_spatial b_i (x̂ = the normalised input).
 
 The clipped sum Σ_i c_i ∇W_i is one contraction (Σ_i c_i b_iᵀ a_i). Modules other than these, or
@@ -159,6 +161,28 @@ def _conv_tap_grads(module: nn.Conv2d, a: Tensor, b: Tensor) -> Tensor:
     return taps
 
 
+def _conv_weight(module: nn.Conv2d, a: Tensor, b: Tensor) -> tuple[Tensor, Any]:
+    """Per-example ||∇W_i||² and c -> Σ_i c_i ∇W_i, by kernel taps or by im2col."""
+    shape = module.weight.shape
+    if _shifted_applies(module, a, b):
+        taps = _conv_tap_grads(module, a, b)  # (kh·kw, B, O, C)
+
+        def from_taps(c: Tensor) -> Tensor:
+            summed = torch.tensordot(c, taps, dims=([0], [1]))  # (kh·kw, O, C)
+            return summed.permute(1, 2, 0).reshape(shape)
+
+        return taps.pow(2).sum((0, 2, 3)), from_taps
+    unfolded = F.unfold(
+        a,
+        module.kernel_size,
+        dilation=module.dilation,
+        padding=module.padding,  # type: ignore[arg-type]
+        stride=module.stride,
+    )  # (B, D, L)
+    sq, from_sequence = _sequence_weight(unfolded.transpose(1, 2), b.flatten(2).transpose(1, 2))
+    return sq, lambda c: from_sequence(c).reshape(shape)
+
+
 def _layer(module: nn.Module, a: Tensor, b: Tensor) -> list[tuple[str, Tensor, Any]]:
     """Per parameter of the module: (local name, per-example squared norms, c -> clipped sum)."""
     out: list[tuple[str, Tensor, Any]] = []
@@ -178,32 +202,11 @@ def _layer(module: nn.Module, a: Tensor, b: Tensor) -> list[tuple[str, Tensor, A
             bias_grad = b3.sum(1)
         if module.bias is not None:
             out.append(("bias", bias_grad.pow(2).sum(1), lambda c, g=bias_grad: c @ g))
-    elif isinstance(module, nn.Conv2d) and _shifted_applies(module, a, b):
-        taps = _conv_tap_grads(module, a, b)  # (kh·kw, B, O, C)
-        kh, kw = module.kernel_size
-
-        def conv_w(c: Tensor, taps: Tensor = taps) -> Tensor:
-            summed = torch.tensordot(c, taps, dims=([0], [1]))  # (kh·kw, O, C)
-            return summed.permute(1, 2, 0).reshape(module.weight.shape)
-
-        out.append(("weight", taps.pow(2).sum((0, 2, 3)), conv_w))
+    elif isinstance(module, nn.Conv2d):
+        sq_w, conv_w = _conv_weight(module, a, b)
+        out.append(("weight", sq_w, conv_w))
         if module.bias is not None:
             bias_grad = b.flatten(2).sum(2)
-            out.append(("bias", bias_grad.pow(2).sum(1), lambda c, g=bias_grad: c @ g))
-    elif isinstance(module, nn.Conv2d):
-        unfolded = F.unfold(
-            a,
-            module.kernel_size,
-            dilation=module.dilation,
-            padding=module.padding,  # type: ignore[arg-type]
-            stride=module.stride,
-        )  # (B, D, L)
-        b3 = b.flatten(2)  # (B, O, L)
-        sq_w, seq_w = _sequence_weight(unfolded.transpose(1, 2), b3.transpose(1, 2))
-        shape = module.weight.shape
-        out.append(("weight", sq_w, lambda c, f=seq_w, s=shape: f(c).reshape(s)))
-        if module.bias is not None:
-            bias_grad = b3.sum(2)
             out.append(("bias", bias_grad.pow(2).sum(1), lambda c, g=bias_grad: c @ g))
     elif isinstance(module, nn.GroupNorm):
         normed = F.group_norm(a, module.num_groups, eps=module.eps)

@@ -211,7 +211,7 @@ def _layer(module: nn.Module, a: Tensor, b: Tensor) -> list[tuple[str, Tensor, A
     elif isinstance(module, nn.GroupNorm):
         normed = F.group_norm(a, module.num_groups, eps=module.eps)
         dims = tuple(range(2, a.dim()))
-        grads = {"weight": (normed * b).sum(dims), "bias": b.sum(dims)}
+        grads = {"weight": normed.mul_(b).sum(dims), "bias": b.sum(dims)}
         for local, g in grads.items():
             if getattr(module, local) is not None:
                 out.append((local, g.pow(2).sum(1), lambda c, g=g: c @ g))

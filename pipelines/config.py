@@ -16,6 +16,18 @@ from pipelines.errors import PrivcompError
 
 Config = dict[str, dict[str, Any]]
 
+# Shared by [train-ladp] and [train-dpsgd], so that the two compare at equal settings.
+_DP_TRAINING: dict[str, Any] = {
+    "epsilon": 3.0,
+    "delta": 1e-5,
+    "epochs": 30,
+    "expected_batch_size": 250,
+    "lr": 0.1,  # chosen on the public split at epsilon 3 (BENCHMARKS.md, accuracy section)
+    "momentum": 0.5,
+    "clip_norm": 1.0,
+    "accountant": "prv",
+}
+
 DEFAULTS: Config = {
     "run": {
         "dataset": "mnist5k",
@@ -28,15 +40,7 @@ DEFAULTS: Config = {
     "model": {},  # extra keyword arguments for the model factory (e.g. width, hidden)
     "train": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0},
     "train-ladp": {
-        "epsilon": 3.0,
-        "delta": 1e-5,
-        "epochs": 30,
-        "expected_batch_size": 250,
-        # lr chosen on the public split at epsilon 3 (BENCHMARKS.md, accuracy section)
-        "lr": 0.1,
-        "momentum": 0.5,
-        "clip_norm": 1.0,
-        "accountant": "prv",
+        **_DP_TRAINING,
         "optimizer": "sgd",  # sgd | adam
         "secure_noise": False,  # OS-seeded noise; the seed is then not recorded
         # matched (per-layer clip norms from public gradient norms, summing to clip_norm in
@@ -50,17 +54,8 @@ DEFAULTS: Config = {
         "fisher_samples": 256,  # public examples per measurement
         "fast_path": True,  # exact per-example clipping from activations (Linear/Conv2d/GroupNorm)
     },
-    # The Opacus baseline: the same keys mean the same as in [train-ladp] (flat clipping only).
-    "train-dpsgd": {
-        "epsilon": 3.0,
-        "delta": 1e-5,
-        "epochs": 30,
-        "expected_batch_size": 250,
-        "lr": 0.1,
-        "momentum": 0.5,
-        "clip_norm": 1.0,
-        "accountant": "prv",
-    },
+    # The Opacus baseline: the same keys and values as [train-ladp] (flat clipping only).
+    "train-dpsgd": dict(_DP_TRAINING),
     "prune": {
         "ratio": 0.5,
         "importance": "l2",  # l1 | l2 | lamp | fpgm (weights only) | taylor (public split)

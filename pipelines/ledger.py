@@ -32,27 +32,24 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
 from pipelines.errors import PrivcompError
 from pipelines.stage import POST_PROCESSING, Spend
+from privacy.accounting import (
+    ACCOUNTANTS,
+    CALIBRATION_RTOL,
+    MAX_NOISE_MULTIPLIER,
+    history_epsilon,
+)
 
 if TYPE_CHECKING:
     from pipelines.context import RunContext
     from pipelines.stage import Stage
 
 DEFAULT_DATASET = "members"
-ACCOUNTANTS = ("prv", "rdp")
-PRV_EPS_ERROR = 0.01  # Opacus's default; get_epsilon returns the upper end of this band
-PRV_MAX_GRID = 1 << 22  # past this the PRV grid needs gigabytes; RDP (also valid) is used
-CALIBRATION_RTOL = 2e-3
-MAX_NOISE_MULTIPLIER = 1e6
 
 
 @dataclass(frozen=True)
@@ -92,38 +89,13 @@ def mechanism_of(spend: Spend) -> Mechanism:
     return Opaque(float(spend.epsilon), float(spend.delta))
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """PRV at q = 1 takes log(0) on purpose; RDP warns when its best order is at the grid's edge.
-    Both only affect tightness, never the validity of the bound."""
-    with warnings.catch_warnings(), np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore")
-        yield
-
-
 def _gaussian_epsilon(history: Sequence[GaussianSteps], *, delta: float, accountant: str) -> float:
-    from opacus.accountants import create_accountant
-    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
-
     entries = [(m.noise_multiplier, m.sample_rate, m.steps) for m in history if m.steps > 0]
     if not entries:
         return 0.0
     if any(sigma <= 0 for sigma, _, _ in entries):
         return math.inf
-    with _quiet():
-        mechanism = accountant
-        if accountant == "prv":
-            # _get_domain is private, but it is the exact sizing rule of the pinned Opacus 1.6.
-            domain = create_accountant("prv")._get_domain(
-                prvs=[PoissonSubsampledGaussianPRV(q, s) for s, q, _ in entries],
-                num_self_compositions=[t for _, _, t in entries],
-                eps_error=PRV_EPS_ERROR,
-                delta_error=delta / 1000,
-            )
-            mechanism = "rdp" if int(domain.size) > PRV_MAX_GRID else "prv"
-        acc = create_accountant(mechanism)
-        acc.history = entries
-        return float(acc.get_epsilon(delta=delta))
+    return history_epsilon(entries, delta=delta, accountant=accountant)
 
 
 def compose(history: Sequence[Mechanism], *, delta: float, accountant: str = "prv") -> Guarantee:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -70,21 +70,30 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-@lru_cache(maxsize=4096)
-def _epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str) -> float:
-    # Cached: calibration, the budget search and the final report ask for the same points, and
-    # every reference model of an attack repeats its target's calibration.
+def history_epsilon(
+    entries: Sequence[tuple[float, float, int]], *, delta: float, accountant: str
+) -> float:
+    """ε of a history of (σ, q, steps) Poisson-subsampled Gaussian entries composed by
+    `accountant` (PRV falls back to RDP, also an upper bound, where its grid would be too big).
+    Entries must have σ > 0 and steps > 0."""
     with _quiet():
         if accountant == "prv":
             prv = _GuardedPRV()
-            prv.history = [(sigma, q, steps)]
+            prv.history = list(entries)
             try:
                 return float(prv.get_epsilon(delta=delta))
             except _GridTooLarge:
                 pass
         rdp = RDPAccountant()
-        rdp.history = [(sigma, q, steps)]
+        rdp.history = list(entries)
         return float(rdp.get_epsilon(delta=delta))
+
+
+@lru_cache(maxsize=4096)
+def _epsilon(sigma: float, q: float, steps: int, delta: float, accountant: str) -> float:
+    # Cached: calibration, the budget search and the final report ask for the same points, and
+    # every reference model of an attack repeats its target's calibration.
+    return history_epsilon([(sigma, q, steps)], delta=delta, accountant=accountant)
 
 
 def compute_epsilon(

@@ -11,8 +11,8 @@ is therefore a Gaussian mechanism with sensitivity √2 and std σ, i.e. noise m
 the argmax is post-processing. Its RDP at order α is α·(√2)²/(2σ²) = α/σ² per answered query,
 and T queries compose to T·α/σ² (data-independent: it holds whatever the votes are).
 ε at δ uses Opacus's RDP → (ε, δ) conversion (Balle et al. 2020, Theorem 21), minimised over
-orders. `gnmax_history` gives the same mechanism as a Gaussian history entry so that the ledger
-can compose it with LADP under one accountant.
+orders. The spend also carries the same mechanism as a Gaussian history entry (σ/√2, q = 1,
+queries) so that the ledger can compose it with LADP under one accountant.
 
 Every query is answered (no confident-GNMax threshold): the number of answers, and so the spend,
 is fixed before any private data is read.
@@ -168,12 +168,17 @@ def train_teachers(
     return teachers
 
 
-def teacher_votes(teachers: list[nn.Module], x: np.ndarray, *, num_classes: int) -> np.ndarray:
+def teacher_predictions(teachers: list[nn.Module], x: np.ndarray) -> list[np.ndarray]:
+    """Each teacher's predicted class per query."""
+    return [predict_logits(teacher, x).argmax(axis=1) for teacher in teachers]
+
+
+def teacher_votes(predictions: list[np.ndarray], *, num_classes: int) -> np.ndarray:
     """(queries, classes) vote counts: how many teachers predict each class."""
-    votes = np.zeros((len(x), num_classes), dtype=np.int64)
-    rows = np.arange(len(x))
-    for teacher in teachers:
-        np.add.at(votes, (rows, predict_logits(teacher, x).argmax(axis=1)), 1)
+    votes = np.zeros((len(predictions[0]), num_classes), dtype=np.int64)
+    rows = np.arange(len(votes))
+    for predicted in predictions:
+        np.add.at(votes, (rows, predicted), 1)
     return votes
 
 
@@ -218,8 +223,9 @@ def pate_label(
         raise ValueError(f"expected {config.queries} queries, got {len(qx)}")
     with torch.enable_grad():
         teachers = train_teachers(make_model, x, y, config=config, seed=seed, progress=progress)
-    votes = teacher_votes(teachers, qx, num_classes=num_classes)
-    accuracy = [float((predict_logits(t, qx).argmax(axis=1) == qy).mean()) for t in teachers]
+    predictions = teacher_predictions(teachers, qx)
+    votes = teacher_votes(predictions, num_classes=num_classes)
+    accuracy = [float((predicted == qy).mean()) for predicted in predictions]
     rng = noise_rng(None if config.secure_noise else seed)
     labels = gnmax(votes, sigma=config.sigma, rng=rng)
     return PATEResult(

@@ -20,6 +20,7 @@ from privacy.pate import (
     pate_label,
     pate_spend,
     shards,
+    teacher_predictions,
     teacher_votes,
 )
 
@@ -106,9 +107,9 @@ def test_teacher_votes_count_predictions() -> None:
             out[:, self.label] = 1.0
             return out
 
-    votes = teacher_votes(
-        [Fixed(0), Fixed(2), Fixed(2)], np.zeros((4, 1, 2, 2), np.float32), num_classes=3
-    )
+    teachers: list[torch.nn.Module] = [Fixed(0), Fixed(2), Fixed(2)]
+    predictions = teacher_predictions(teachers, np.zeros((4, 1, 2, 2), np.float32))
+    votes = teacher_votes(predictions, num_classes=3)
     assert votes.tolist() == [[1, 0, 2]] * 4
 
 

@@ -30,16 +30,21 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from privacy.ladp import LayerGroup
 
-CLIP_EPS = 1e-6  # the same as the reference path (privacy.ladp.CLIP_EPS)
+CLIP_EPS = 1e-6  # keeps c_{i,l} finite for zero gradients and ||c g|| strictly below C_l
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)
 # Below this many input channels im2col (F.unfold) is cheaper than one bmm per kernel tap.
 SHIFTED_MIN_CHANNELS = 8
 
 
-def _module_for(model: nn.Module, group: LayerGroup) -> nn.Module | None:
+def clip_factor(norms: Tensor, clip_norm: float) -> Tensor:
+    """c_i = min(1, C / ||g_i||) per example: the fast and the reference path share it."""
+    return (clip_norm / (norms + CLIP_EPS)).clamp(max=1.0)
+
+
+def _module_for(modules: dict[str, nn.Module], group: LayerGroup) -> nn.Module | None:
     """The supported module whose trainable parameters are exactly the group's, else None."""
     name = "" if group.name == "<root>" else group.name
-    module = dict(model.named_modules()).get(name)
+    module = modules.get(name)
     if module is None or not isinstance(module, SUPPORTED):
         return None
     if isinstance(module, nn.Conv2d) and (
@@ -59,7 +64,19 @@ def _module_for(model: nn.Module, group: LayerGroup) -> nn.Module | None:
 
 def supports_fast_path(model: nn.Module, groups: Sequence[LayerGroup]) -> bool:
     """True when every group is one Linear / Conv2d (groups=1) / GroupNorm module's parameters."""
-    return all(_module_for(model, g) is not None for g in groups)
+    modules = dict(model.named_modules())
+    return all(_module_for(modules, g) is not None for g in groups)
+
+
+def _group_modules(model: nn.Module, groups: Sequence[LayerGroup]) -> list[nn.Module]:
+    modules = dict(model.named_modules())
+    found = []
+    for g in groups:
+        module = _module_for(modules, g)
+        if module is None:
+            raise ValueError(f"fast path does not support group '{g.name}'")
+        found.append(module)
+    return found
 
 
 @dataclass
@@ -71,15 +88,12 @@ class _Capture:
 
 
 def _capture(
-    model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup]
+    model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup], modules: list[nn.Module]
 ) -> list[tuple[Tensor, Tensor]]:
     """(input activation, output gradient of the summed loss) per group, one backward pass."""
     caps: list[_Capture] = []
     handles: list[Any] = []
-    for g in groups:
-        module = _module_for(model, g)
-        if module is None:
-            raise ValueError(f"fast path does not support group '{g.name}'")
+    for g, module in zip(groups, modules, strict=True):
         cap = _Capture(module, g.name)
         caps.append(cap)
 
@@ -221,11 +235,10 @@ def _layer(module: nn.Module, a: Tensor, b: Tensor) -> list[tuple[str, Tensor, A
 def _per_group(
     model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup]
 ) -> list[list[tuple[str, Tensor, Any]]]:
-    captured = _capture(model, x, y, groups)
+    modules = _group_modules(model, groups)
+    captured = _capture(model, x, y, groups, modules)
     result = []
-    for g, (a, b) in zip(groups, captured, strict=True):
-        module = _module_for(model, g)
-        assert module is not None
+    for g, module, (a, b) in zip(groups, modules, captured, strict=True):
         prefix = "" if g.name == "<root>" else f"{g.name}."
         result.append([(prefix + n, sq, fn) for n, sq, fn in _layer(module, a, b)])
     return result
@@ -256,7 +269,7 @@ def fast_clipped_grad_sums(
     for g, parts in zip(groups, _per_group(model, x, y, groups), strict=True):
         with torch.no_grad():
             norms = torch.stack([sq for _, sq, _ in parts]).sum(0).sqrt()
-            factors = (g.clip_norm / (norms + CLIP_EPS)).clamp(max=1.0)
+            factors = clip_factor(norms, g.clip_norm)
             for name, _, fn in parts:
                 sums[name] = fn(factors).reshape(params[name].shape).contiguous()
     return sums

@@ -39,7 +39,7 @@ from privacy.accounting import (
     compute_epsilon,
     max_steps_within_budget,
 )
-from privacy.fastpath import fast_clipped_grad_sums, supports_fast_path
+from privacy.fastpath import clip_factor, fast_clipped_grad_sums, supports_fast_path
 
 OPTIMIZERS = ("sgd", "adam")
 ALLOCATIONS = ("uniform", "utility", "protect", "matched")
@@ -48,7 +48,6 @@ ALLOCATIONS = ("uniform", "utility", "protect", "matched")
 # misses, cost several times the arithmetic (measured on the cnn: chunks of ~14 are best).
 CHUNK_BYTES = 24 << 20
 WEIGHT_SUM_TOL = 1e-6
-CLIP_EPS = 1e-6  # keeps c_{i,l} finite for zero gradients and ||c g|| strictly below C_l
 
 
 @dataclass(frozen=True)
@@ -231,7 +230,7 @@ def clip_factors(grads: dict[str, Tensor], groups: Sequence[LayerGroup]) -> dict
         # vector_norm reduces in place; g.pow(2) would copy the (large) per-example grads.
         per_param = [torch.linalg.vector_norm(grads[n].flatten(1), dim=1) for n in g.param_names]
         norms = torch.linalg.vector_norm(torch.stack(per_param), dim=0)
-        factors[g.name] = (g.clip_norm / (norms + CLIP_EPS)).clamp(max=1.0)
+        factors[g.name] = clip_factor(norms, g.clip_norm)
     return factors
 
 

@@ -346,12 +346,17 @@ def _generators(seed: int | None) -> tuple[torch.Generator, torch.Generator]:
     return sample_gen, noise_gen
 
 
+def sampling_plan(expected_batch_size: int, epochs: int, n: int) -> tuple[float, int]:
+    """(Poisson rate q, planned steps) for `epochs` passes over n examples."""
+    # A batch larger than the data set means full-batch steps: q = 1 is still Poisson sampling.
+    q = min(1.0, expected_batch_size / n)
+    return q, max(1, round(epochs / q))
+
+
 def plan_noise(config: LADPConfig, n: int) -> tuple[float, int, float, int]:
     """(q, planned steps, σ_eff, steps within the budget) for a run on n examples."""
     config.check(n)
-    # A batch larger than the data set means full-batch steps: q = 1 is still Poisson sampling.
-    q = min(1.0, config.expected_batch_size / n)
-    planned = max(1, round(config.epochs / q))
+    q, planned = sampling_plan(config.expected_batch_size, config.epochs, n)
     eps, delta, accountant = config.epsilon, config.delta, config.accountant
     sigma = config.noise_multiplier
     if sigma is None:

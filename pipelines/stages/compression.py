@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields, replace
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from pipelines.ledger import (
 )
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
-from privacy.ladp import LADPConfig, train_ladp
+from pipelines.stages.training import ladp_config
+from privacy.ladp import LADPConfig, sampling_plan, train_ladp
 
 FP32_ONNX = "model.onnx"
 INT8_ONNX = "model.int8.onnx"
@@ -64,9 +65,7 @@ def _version() -> str:
 
 def _ladp_base(ctx: RunContext) -> LADPConfig:
     """The run's LADP settings ([train-ladp]): clip norm, batch, optimizer, secure noise."""
-    known = {f.name for f in fields(LADPConfig)}
-    section = ctx.config.get("train-ladp", {})
-    return LADPConfig(**{k: v for k, v in section.items() if k in known})
+    return ladp_config(ctx.config["train-ladp"])
 
 
 @register_stage
@@ -119,9 +118,8 @@ class Prune(Stage):
 
     def _finetune_shape(self, ctx: RunContext) -> tuple[float, int, int]:
         """(q, steps per fine-tune, number of fine-tunes), as train_ladp plans them."""
-        n = len(ctx.splits["members"])
-        q = min(1.0, _ladp_base(ctx).expected_batch_size / n)
-        per_call = max(1, round(int(self.config["finetune_epochs"]) / q))
+        batch, epochs = _ladp_base(ctx).expected_batch_size, int(self.config["finetune_epochs"])
+        q, per_call = sampling_plan(batch, epochs, len(ctx.splits["members"]))
         return q, per_call, int(self.config["iterative_steps"])
 
     def planned_spend(self, ctx: RunContext, ledger: Ledger) -> Spend:

@@ -31,10 +31,6 @@ class AttackContext:
         return int(self.membership.shape[0])
 
     @property
-    def variants(self) -> int:
-        return int(self.ref_logits.shape[1])
-
-    @property
     def logits(self) -> np.ndarray:
         """(n, C) the target's logits on the plain inputs."""
         if self.target_logits is None:

@@ -160,7 +160,7 @@ def open_reference(path: Path) -> Target:
 
 
 def reference_targets(directory: Path) -> list[Target]:
-    membership, record = read_membership(directory)
+    _, record = read_membership(directory)
     return [open_reference(Path(directory) / name) for name in record["references"]]
 
 

@@ -123,11 +123,6 @@ def modified_entropy_score(logits: np.ndarray, labels: np.ndarray) -> np.ndarray
     return -modified_entropy(logits, labels)
 
 
-def true_label_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """p(y|x) in float64 (RMIA's likelihood); same as true_label_confidence, named for RMIA."""
-    return true_label_confidence(logits, labels)
-
-
 # ---- augmented queries ----------------------------------------------------------------------
 
 AUGMENTATIONS = ("none", "shift")

@@ -17,7 +17,7 @@ from attacks.base import Attack, AttackContext, AttackScores, LabelOnlyError
 from attacks.label_only import GapAttack
 from attacks.lira import LiRA
 from attacks.metrics import AttackMetrics, attack_metrics
-from attacks.references import ReferenceSet
+from attacks.references import ReferenceSet, variant_logits
 from attacks.rmia import RMIA
 from attacks.shadow import ShadowAttack
 from attacks.signals import query_variants
@@ -90,7 +90,7 @@ class TargetOutputs:
 def query_target(target: Target | LabelTarget, variants: np.ndarray) -> TargetOutputs:
     """The target's answers on every variant (A, n, ...) of the pool."""
     if isinstance(target, Target):
-        logits = np.stack([target.predict_logits(v) for v in variants])
+        logits = variant_logits(target, variants)
         return TargetOutputs(labels=logits.argmax(axis=-1), logits=logits)
     if isinstance(target, LabelTarget):
         labels = np.stack([np.asarray(target.predict_labels(v)) for v in variants])

@@ -45,15 +45,6 @@ TAYLOR_BATCH = 128
 AfterStep = Callable[[nn.Module, int, int], None]
 
 
-def register_importance(name: str, factory: Callable[[], object], *, reads_data: bool) -> None:
-    """Add a criterion; reads_data=True makes prune_model demand importance_data for it."""
-    IMPORTANCES[name] = factory
-    if reads_data:
-        DATA_DRIVEN.add(name)
-    else:
-        DATA_DRIVEN.discard(name)
-
-
 @dataclass(frozen=True)
 class PruneResult:
     params_before: int

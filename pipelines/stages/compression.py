@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from compress.export import export_onnx, save_onnx, set_metadata, staged_file
-from compress.macs import onnx_macs, torch_macs
 from compress.onnx_io import check_onnx, load_session, run_session
 from compress.prune import DATA_DRIVEN, IMPORTANCES, AfterStep, prune_model
 from compress.quantize import CALIBRATION_METHODS, MODES, quantize_int8
@@ -388,12 +387,9 @@ def _export(ctx: RunContext, path: Path, *, stage: str) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise PrivcompError(f"{stage}: {exc}") from exc
-    assert result.outputs is not None
     return {
         "max_abs_diff_vs_torch": result.max_abs_diff,
         "logit_scale": result.logit_scale,
-        "test_accuracy": accuracy(result.outputs, test_y),
-        "macs": torch_macs(model, ctx.dataset.in_shape),
         "attack_metadata_from": attack["measured_on"] if attack else None,
     }
 
@@ -521,7 +517,6 @@ class Quantize(Stage):
                 "fp32_onnx_bytes": fp32.stat().st_size,
                 "int8_onnx_bytes": result.path.stat().st_size,
                 "int8_test_accuracy": test_accuracy,
-                "macs": onnx_macs(result.path),
             }
         )
         return StageResult({ONNX_MODEL: result.path}, spend, metrics)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipelines.artifacts import MODEL, ONNX_MODEL
 from pipelines.context import RunContext
-from pipelines.evaluation import check_attack_names, check_evaluate_config
+from pipelines.evaluation import check_evaluate_config
 from pipelines.stage import POST_PROCESSING, Stage, StageResult
 from pipelines.stages import register_stage
 
@@ -22,7 +22,6 @@ class Evaluate(Stage):
     summary = "membership-inference attacks, accuracy and size of the latest artifact"
 
     def check(self, ctx: RunContext) -> None:
-        check_attack_names(list(ctx.config["evaluate"]["attacks"]))
         check_evaluate_config(ctx.config["evaluate"])
 
     def run(self, ctx: RunContext) -> StageResult:

@@ -22,8 +22,8 @@ from scipy.special import logsumexp
 
 from attacks import signals
 from attacks.base import AttackContext, AttackOutput
-from attacks.calibration import calibrate, simulated_game
-from attacks.metrics import auc
+from attacks.calibration import simulated_game
+from attacks.metrics import auc, best_threshold
 
 A_GRID = tuple(float(a) for a in np.linspace(0.0, 1.0, 11))
 
@@ -34,20 +34,31 @@ def _log_mean_prob(logits: np.ndarray, labels: np.ndarray, axis: int) -> np.ndar
     return np.asarray(logsumexp(log_p, axis=axis) - np.log(log_p.shape[axis]))
 
 
-def log_ratios(ctx: AttackContext, a: float) -> np.ndarray:
-    """log p(x|target) - log p(x) for every pool example (n,)."""
-    assert ctx.target_logits is not None
-    log_target = _log_mean_prob(ctx.target_logits, ctx.y, axis=0)  # (n,)
-    p_refs = np.exp(_log_mean_prob(ctx.ref_logits, ctx.y, axis=1))  # (k, n)
-    out = ~ctx.membership
-    count = out.sum(axis=0)
-    p_out = np.where(
-        count > 0,
-        (p_refs * out).sum(axis=0) / np.maximum(count, 1),
-        p_refs.mean(axis=0),  # no OUT reference for x: all of them
-    )
-    p_x = ((1.0 + a) * p_out + (1.0 - a)) / 2.0
-    return np.asarray(log_target - np.log(np.maximum(p_x, 1e-300)))
+@dataclass(frozen=True)
+class Likelihoods:
+    """What RMIA's ratio needs of one game, independent of `a`."""
+
+    log_target: np.ndarray  # (n,) log p(x|target), averaged over query variants
+    p_out: np.ndarray  # (n,) mean p(x|reference) over the OUT references of x
+
+    @classmethod
+    def of(cls, ctx: AttackContext) -> Likelihoods:
+        assert ctx.target_logits is not None
+        log_target = _log_mean_prob(ctx.target_logits, ctx.y, axis=0)
+        p_refs = np.exp(_log_mean_prob(ctx.ref_logits, ctx.y, axis=1))  # (k, n)
+        out = ~ctx.membership
+        count = out.sum(axis=0)
+        p_out = np.where(
+            count > 0,
+            (p_refs * out).sum(axis=0) / np.maximum(count, 1),
+            p_refs.mean(axis=0),  # no OUT reference for x: all of them
+        )
+        return cls(log_target, p_out)
+
+    def log_ratios(self, a: float) -> np.ndarray:
+        """log p(x|target) - log p(x), p(x) = ((1 + a) p_OUT(x) + 1 - a) / 2."""
+        p_x = ((1.0 + a) * self.p_out + (1.0 - a)) / 2.0
+        return np.asarray(self.log_target - np.log(np.maximum(p_x, 1e-300)))
 
 
 def pairwise_scores(
@@ -69,28 +80,21 @@ class RMIA:
     calibration_reference: int = 0
     needs_logits: ClassVar[bool] = True
 
-    def scores_with(self, a: float, ctx: AttackContext, columns: np.ndarray) -> np.ndarray:
-        return pairwise_scores(log_ratios(ctx, a), columns, ctx.population, gamma=self.gamma)
-
-    def tune_a(self, ctx: AttackContext) -> float:
-        sub, truth = simulated_game(ctx, self.calibration_reference)
-        best, best_auc = self.a_grid[0], -1.0
-        for a in self.a_grid:
-            values = self.scores_with(a, sub, sub.query)
-            value = auc(values[truth], values[~truth])
-            if value > best_auc + 1e-12:
-                best, best_auc = a, value
-        return best
+    def _scores(self, lik: Likelihoods, a: float, ctx: AttackContext) -> np.ndarray:
+        return pairwise_scores(lik.log_ratios(a), ctx.query, ctx.population, gamma=self.gamma)
 
     def run(self, ctx: AttackContext) -> AttackOutput:
-        a = self.tune_a(ctx) if self.a is None else self.a
-
-        def scores(c: AttackContext, columns: np.ndarray) -> np.ndarray:
-            return self.scores_with(a, c, columns)
-
-        fitted = calibrate(ctx, scores, reference=self.calibration_reference)
+        # One simulated game (a reference as the target) tunes `a` and fixes the threshold.
+        sub, truth = simulated_game(ctx, self.calibration_reference)
+        sub_lik = Likelihoods.of(sub)
+        by_a = {
+            a: self._scores(sub_lik, a, sub) for a in (self.a_grid if self.a is None else [self.a])
+        }
+        aucs = {a: auc(v[truth], v[~truth]) for a, v in by_a.items()}
+        a = max(by_a, key=lambda a: aucs[a])  # the first of equal AUCs, as the grid is ordered
+        inside, outside = by_a[a][truth], by_a[a][~truth]
         return AttackOutput(
-            scores=scores(ctx, ctx.query),
-            threshold=fitted.threshold,
-            extra={"a": a, "gamma": self.gamma, "calibration_auc": fitted.auc},
+            scores=self._scores(Likelihoods.of(ctx), a, ctx),
+            threshold=best_threshold(inside, outside),
+            extra={"a": a, "gamma": self.gamma, "calibration_auc": aucs[a]},
         )

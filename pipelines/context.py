@@ -37,6 +37,13 @@ class RunContext:
         idx = self.splits[name]
         return self.dataset.x[idx], self.dataset.y[idx]
 
+    def sample(self, name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n examples of a split in the run's seeded order: every stage (and the evaluation's
+        mirror of it) drawing n examples of a split draws the same ones."""
+        x, y = self.split(name)
+        order = np.random.default_rng(self.seed).permutation(len(x))[: min(n, len(x))]
+        return x[order], y[order]
+
     def model_arch(self) -> dict[str, Any]:
         """The architecture record for a fresh model of the configured kind."""
         kwargs = {

@@ -368,14 +368,6 @@ def mirror_reference(job: MirrorJob) -> np.ndarray:
     return variant_logits(target, query_variants(job.x, job.augment))
 
 
-def _calibration(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
-    """The quantize stage's calibration sample of the public split (same seeded order)."""
-    x, y = ctx.split("public")
-    n = min(int(ctx.config["quantize"]["calibration_samples"]), len(x))
-    order = np.random.default_rng(ctx.seed).permutation(len(x))[:n]
-    return x[order], y[order]
-
-
 def mirrored_set(
     ctx: RunContext, steps: tuple[str, ...], base: ReferenceSet, candidates: Candidates
 ) -> ReferenceSet:
@@ -401,7 +393,9 @@ def mirrored_set(
     if directory.exists():
         shutil.rmtree(directory)
     public_x = ctx.split("public")[0]
-    calibration, calibration_labels = _calibration(ctx)
+    calibration, calibration_labels = ctx.sample(
+        "public", int(ctx.config["quantize"]["calibration_samples"])
+    )
     jobs = [
         MirrorJob(
             source=str(source / ref_name(i)),

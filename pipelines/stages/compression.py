@@ -237,8 +237,7 @@ class Prune(Stage):
             after_step = self._public_finetune(ctx)
         importance_data = None
         if cfg["importance"] in DATA_DRIVEN:
-            n = int(cfg["taylor_samples"])
-            importance_data = (public_x[:n], public_y[:n])
+            importance_data = ctx.sample("public", int(cfg["taylor_samples"]))
         try:
             result = prune_model(
                 model,
@@ -419,14 +418,6 @@ class Export(Stage):
 # ---- quantize -------------------------------------------------------------------------------
 
 
-def _sample(ctx: RunContext, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n examples of a split in a seeded order (the public sample is the one the evaluation's
-    mirrored references are calibrated on)."""
-    x, y = ctx.split(split)
-    order = np.random.default_rng(ctx.seed).permutation(len(x))[: min(n, len(x))]
-    return x[order], y[order]
-
-
 @register_stage
 class Quantize(Stage):
     name = "quantize"
@@ -493,8 +484,8 @@ class Quantize(Stage):
         calibration = None
         if cfg["mode"] in ("auto", "static"):
             source = "members" if cfg["calibration"] == "members" else "public"
-            calibration = _sample(ctx, source, int(cfg["calibration_samples"]))[0]
-        timing = _sample(ctx, "public", int(cfg["timing_samples"]))
+            calibration = ctx.sample(source, int(cfg["calibration_samples"]))[0]
+        timing = ctx.sample("public", int(cfg["timing_samples"]))
         try:
             result = quantize_int8(
                 fp32,

@@ -468,11 +468,9 @@ class Quantize(Stage):
         cfg = self.config
         spend = self.planned_spend(ctx, Ledger())
         if spend.kind == "none":
-            ledger_for(ctx).admit(self.name, spend)  # a finite budget refuses it here
-            ctx.reporter.info(
-                "[bold red]warning:[/bold red] quantize calibrates on the members without DP: "
-                "the int8 model is NOT private (epsilon = infinite)"
-            )
+            # A finite budget refuses it (check_budget already did, for a run); the ledger
+            # warns when it records this spend.
+            ledger_for(ctx).admit(self.name, spend)
         metrics: dict[str, Any] = {}
         if ctx.latest == ONNX_MODEL:
             fp32 = ctx.artifact(ONNX_MODEL)

@@ -23,7 +23,7 @@ from models.zoo import MODELS, count_params, seeded_model
 from pipelines.artifacts import MODEL
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
-from pipelines.ledger import Budget, Ledger, ledger_for
+from pipelines.ledger import Ledger, ledger_for
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
 from pipelines.stages.compression import derived_seed
@@ -57,10 +57,6 @@ class Distill(Stage):
     )
     summary = "knowledge distillation into a smaller student on public data (soft or PATE)"
 
-    @property
-    def plans_privacy(self) -> bool:
-        return self.config["mode"] == "pate"
-
     def check(self, ctx: RunContext) -> None:
         cfg = self.config
         if cfg["mode"] not in DISTILL_MODES:
@@ -82,12 +78,6 @@ class Distill(Stage):
                 config.check(members=len(ctx.splits["members"]), public=len(ctx.splits["public"]))
             except ValueError as exc:
                 raise PrivcompError(f"distill (pate): {exc}") from exc
-            cap = Budget.from_config(ctx.config).epsilon
-            own = pate_spend(config).epsilon
-            if cap is not None and own > cap:
-                raise PrivcompError(
-                    f"distill (pate): its own epsilon {own:.4g} is above budget.epsilon {cap:g}"
-                )
 
     def planned_spend(self, ctx: RunContext, ledger: Ledger) -> Spend:
         if self.config["mode"] != "pate":

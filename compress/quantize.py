@@ -270,7 +270,11 @@ def _build(
     raise ValueError(f"unknown quantization mode '{mode}' (known: {', '.join(MODES)})")
 
 
-def _score(timings: dict[str, float]) -> float:
+# auto keeps the fastest int8 model whose accuracy is within this of fp32's.
+MAX_ACCURACY_DROP = 0.02
+
+
+def latency_score(timings: dict[str, float]) -> float:
     """One number per candidate: the geometric mean of its latencies at the timed batches."""
     return math.exp(sum(math.log(max(t, 1e-9)) for t in timings.values()) / len(timings))
 
@@ -284,7 +288,7 @@ def quantize_int8(
     per_channel: bool = True,
     method: str = "minmax",
     timing_data: tuple[np.ndarray, np.ndarray] | None = None,
-    max_accuracy_drop: float = 0.02,
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
     repeats: int = 20,
 ) -> QuantizeResult:
     """Quantize fp32_path to int8 in `mode`; auto times every candidate on timing_data's images
@@ -325,14 +329,14 @@ def quantize_int8(
             )
         for name, path in built.items():
             timings[name] = {
-                str(b): latency_ms(path, _batch(x, b), repeats=repeats) for b in TIMING_BATCHES
+                str(b): latency_ms(path, batch_of(x, b), repeats=repeats) for b in TIMING_BATCHES
             }
             logits = run_session(load_session(path), x)
             accuracy[name] = float((logits.argmax(axis=1) == y).mean())
         floor = accuracy["fp32"] - max_accuracy_drop
         rejected = [c for c in candidates if accuracy[c] < floor]
         kept = [c for c in candidates if c not in rejected] or candidates
-        best = min(kept, key=lambda c: _score(timings[c]))
+        best = min(kept, key=lambda c: latency_score(timings[c]))
         with staged_file(out_path) as tmp:
             tmp.write_bytes(built[best].read_bytes())
     return QuantizeResult(
@@ -340,7 +344,7 @@ def quantize_int8(
     )
 
 
-def _batch(x: np.ndarray, size: int) -> np.ndarray:
+def batch_of(x: np.ndarray, size: int) -> np.ndarray:
     """size rows of x, repeating x if it is shorter."""
     reps = -(-size // len(x))
     return np.concatenate([x] * reps)[:size] if reps > 1 else x[:size]

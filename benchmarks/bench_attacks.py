@@ -12,7 +12,6 @@ PRIVCOMP_BENCH_SET holds extra `section.key=value` settings (space-separated) fo
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -30,29 +29,26 @@ RUNS = {
 
 
 def _context(run_dir: Path, config: dict[str, Any]) -> Any:
-    from pipelines.context import RunContext
-    from pipelines.data import load_dataset, make_splits
     from pipelines.progress import Reporter
+    from pipelines.runner import build_context
 
-    run = config["run"]
-    root = Path(run["data_root"]) if run["data_root"] else None
-    dataset = load_dataset(run["dataset"], root=root)
-    splits = make_splits(len(dataset.y), seed=int(run["seed"]), fractions=config["data"])
-    return RunContext(run_dir, config, dataset, splits, Reporter(Console(file=io.StringIO())))
+    return build_context(config, run_dir, Reporter(Console(file=io.StringIO())))
 
 
 def _completed(run_dir: Path, stages: list[str]) -> list[dict[str, Any]]:
     """Per completed stage: name, artifact (kind, path) and the measured attacks."""
+    from pipelines.rundir import read_json, stage_dir_name
+
     out: list[dict[str, Any]] = []
     artifact: tuple[str, str] | None = None
     for position, name in enumerate(stages, start=1):
-        folder = run_dir / f"{position:02d}-{name}"
+        folder = run_dir / stage_dir_name(position, name)
         if not (folder / "metrics.json").is_file() or not (folder / "result.json").is_file():
             break
-        outputs = json.loads((folder / "result.json").read_text())["outputs"]
+        outputs = read_json(folder / "result.json")["outputs"]
         if outputs:
             artifact = list(outputs.items())[-1]
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = read_json(folder / "metrics.json")
         out.append({"name": name, "artifact": artifact, "metrics": metrics})
     return out
 

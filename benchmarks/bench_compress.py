@@ -41,12 +41,12 @@ class Row:
 
 def _data() -> Any:
     from pipelines.config import load_config
-    from pipelines.data import load_dataset, make_splits
+    from pipelines.progress import Reporter
+    from pipelines.runner import build_context
 
     config = load_config(None, [])
-    data = load_dataset(config["run"]["dataset"])
-    splits = make_splits(len(data.y), seed=int(config["run"]["seed"]), fractions=config["data"])
-    return config, data, splits
+    ctx = build_context(config, Path("."), Reporter())
+    return config, ctx.dataset, ctx.splits
 
 
 def _train(name: str, config: Any, data: Any, splits: Any) -> tuple[Any, str]:

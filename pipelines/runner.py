@@ -53,16 +53,22 @@ def plan(names: list[str], config: Config) -> list[Stage]:
     return stages
 
 
+def build_context(config: Config, run_dir: Path, reporter: Reporter) -> RunContext:
+    """The run's data set and seeded split from [run] and [data]."""
+    run_cfg = config["run"]
+    root = Path(run_cfg["data_root"]) if run_cfg["data_root"] else None
+    dataset = load_dataset(run_cfg["dataset"], root=root)
+    splits = make_splits(len(dataset.y), seed=int(run_cfg["seed"]), fractions=config["data"])
+    return RunContext(run_dir, config, dataset, splits, reporter)
+
+
 def run_pipeline(
     names: list[str], *, config: Config, run_dir: Path, reporter: Reporter | None = None
 ) -> dict[str, Any]:
     reporter = reporter or Reporter()
     stages = plan(names, config)
-    run_cfg = config["run"]
-    root = Path(run_cfg["data_root"]) if run_cfg["data_root"] else None
-    dataset = load_dataset(run_cfg["dataset"], root=root)
-    splits = make_splits(len(dataset.y), seed=int(run_cfg["seed"]), fractions=config["data"])
-    ctx = RunContext(run_dir, config, dataset, splits, reporter)
+    ctx = build_context(config, run_dir, reporter)
+    splits = ctx.splits
     for stage in stages:
         stage.check(ctx)  # every setting is checked before anything is written
     check_budget(stages, ctx)  # a run that would pass [budget] is refused before it starts

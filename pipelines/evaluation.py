@@ -409,7 +409,7 @@ def mirrored_set(
             calibration_labels=calibration_labels,
             x=x,
             augment=augment,
-            tolerance=float(ctx.config.get("export", {}).get("tolerance", 1e-4)),
+            tolerance=float(ctx.config["export"]["tolerance"]),
         )
         for i in range(base.k)
     ]

@@ -364,7 +364,7 @@ def _export(ctx: RunContext, path: Path, *, stage: str) -> dict[str, Any]:
     model, _ = load_model(source)
     test_x, test_y = ctx.split("test")
     attack = strongest_attack(ctx, MODEL, source)
-    tolerance = float(ctx.config.get("export", {}).get("tolerance", 1e-4))
+    tolerance = float(ctx.config["export"]["tolerance"])
 
     def metadata(outputs: np.ndarray) -> dict[str, str]:
         return onnx_metadata(
@@ -403,7 +403,7 @@ class Export(Stage):
     summary = "fp32 ONNX export, fully checked, compared with torch; ε, accuracy, attacks inside"
 
     def check(self, ctx: RunContext) -> None:
-        tolerance = float(ctx.config.get("export", {}).get("tolerance", 1e-4))
+        tolerance = float(ctx.config["export"]["tolerance"])
         if not (math.isfinite(tolerance) and tolerance > 0):
             raise PrivcompError(f"export.tolerance must be > 0, got {tolerance}")
         if len(ctx.splits["test"]) == 0:

@@ -71,11 +71,12 @@ def _plain(x: torch.Tensor, y: torch.Tensor, arch: str) -> Callable[[], None]:
 def _ladp(x: torch.Tensor, y: torch.Tensor, arch: str, fast: bool) -> Callable[[], None]:
     from privacy.fastpath import fast_clipped_grad_sums
     from privacy.ladp import clipped_grad_sums, ladp_step, layer_groups
+    from privacy.randomness import mechanism_rngs
 
     model = _model(arch)
     groups = layer_groups(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
-    gen = torch.Generator().manual_seed(0)
+    rng = mechanism_rngs(None)[0]  # the pipeline's secure generator
     sums = fast_clipped_grad_sums if fast else clipped_grad_sums
 
     def step() -> None:
@@ -87,7 +88,7 @@ def _ladp(x: torch.Tensor, y: torch.Tensor, arch: str, fast: bool) -> Callable[[
             groups=groups,
             sigma_eff=1.0,
             expected_batch_size=len(x),
-            generator=gen,
+            rng=rng,
             clipped_sums=sums,
         )
 

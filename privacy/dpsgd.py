@@ -1,24 +1,105 @@
-"""Baseline: plain DP-SGD with Opacus (flat clipping), accounted exactly like LADP.
+"""Baseline: plain DP-SGD (flat clipping of the whole gradient), accounted exactly like LADP.
 
-Same sampling rate (q = B/n), same planned steps, same calibration of σ with the same accountant,
-so `train-ladp` and `train-dpsgd` can be compared at equal ε.
+Per-example gradients come from Opacus (GradSampleModule's hooks: an implementation independent of
+LADP's fast path). Everything else is privcomp's own engine (privacy.ladp.LADPEngine): Poisson
+sampling at q = B/n, Gaussian noise σ·C, division by the expected batch size, the same planned
+steps, the same calibration of σ with the same accountant, and the same secure randomness
+(Opacus's secure_mode needs torchcsprng, which has no build for the pinned torch). So
+`train-ladp` and `train-dpsgd` differ only in how they clip, and compare at equal ε.
+
+DP-SGD is LADP with a single group holding every parameter at weight 1 (σ_l = σ_eff).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from opacus import GradSampleModule
-from opacus.data_loader import DPDataLoader
-from opacus.optimizers import DPOptimizer
-from torch import nn
-from torch.utils.data import TensorDataset
+from torch import Tensor, nn
 
-from privacy.accounting import compute_epsilon
-from privacy.ladp import LADPConfig, LADPResult, PrivacySpend, plan_noise
+from models.training import ProgressFn
+from privacy.fastpath import clip_factor
+from privacy.ladp import CHUNK_BYTES, LADPConfig, LADPEngine, LADPResult, LayerGroup
+
+MECHANISM = "dp-sgd (opacus per-example gradients, flat clipping)"
+
+
+def flat_group(model: nn.Module, *, clip_norm: float) -> LayerGroup:
+    """Every trainable parameter in one group: flat clipping at clip_norm, weight 1."""
+    names = tuple(n for n, p in model.named_parameters() if p.requires_grad)
+    if not names:
+        raise ValueError("model has no trainable parameters")
+    return LayerGroup(name="<all>", param_names=names, clip_norm=clip_norm, weight=1.0)
+
+
+def opacus_clipped_sums(
+    model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup]
+) -> dict[str, Tensor]:
+    """Σ_i c_i g_i with c_i = min(1, C / ||g_i||) over the whole gradient of example i, from
+    Opacus's per-sample gradients, in chunks so that memory stays bounded."""
+    if len(groups) != 1:
+        raise ValueError("DP-SGD clips the whole gradient: expected exactly one group")
+    (group,) = groups
+    params = dict(model.named_parameters())
+    chosen = [params[n] for n in group.param_names]
+    sums = {n: torch.zeros_like(params[n]) for n in group.param_names}
+    if len(x) == 0:
+        return sums
+    per_example_bytes = sum(p.numel() * p.element_size() for p in chosen)
+    chunk = max(1, CHUNK_BYTES // max(1, per_example_bytes))
+    wrapped = GradSampleModule(model, loss_reduction="sum")
+    try:
+        with warnings.catch_warnings():
+            # Opacus's hooks fire on module outputs when the input needs no grad: expected here.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for start in range(0, len(x), chunk):
+                xb, yb = x[start : start + chunk], y[start : start + chunk]
+                F.cross_entropy(wrapped(xb), yb, reduction="sum").backward()
+                grads = [getattr(p, "grad_sample", None) for p in chosen]
+                if any(g is None for g in grads):
+                    raise ValueError("Opacus gave no per-sample gradient for some parameter")
+                per_param = [
+                    torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads if g is not None
+                ]
+                norms = torch.linalg.vector_norm(torch.stack(per_param), dim=0)
+                factors = clip_factor(norms, group.clip_norm)
+                for name, g in zip(group.param_names, grads, strict=True):
+                    sums[name] += torch.tensordot(factors, g, dims=1)
+                for p in chosen:
+                    setattr(p, "grad_sample", None)  # noqa: B010 - Opacus's dynamic attribute
+                    p.grad = None
+    finally:
+        wrapped.remove_hooks()  # leave the model as it was: no hooks, no grad_sample
+    return sums
+
+
+def dpsgd_engine(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    config: LADPConfig,
+    seed: int,
+    noise_seed: int | None = None,
+) -> LADPEngine:
+    """The DP-SGD baseline as an LADPEngine: one flat group, Opacus per-sample gradients."""
+    flat = replace(config, allocation="uniform")  # one fixed group: no per-layer allocation
+    return LADPEngine(
+        model,
+        x,
+        y,
+        config=flat,
+        seed=seed,
+        noise_seed=noise_seed,
+        groups=[flat_group(model, clip_norm=config.clip_norm)],
+        clipped_sums=opacus_clipped_sums,
+        mechanism="dp-sgd",
+    )
 
 
 def train_dpsgd(
@@ -28,67 +109,8 @@ def train_dpsgd(
     *,
     config: LADPConfig,
     seed: int,
-    progress: Callable[[int, int], None] | None = None,
+    noise_seed: int | None = None,
+    progress: ProgressFn | None = None,
 ) -> LADPResult:
-    """Opacus DP-SGD: Poisson sampling at q, per-example flat clipping at config.clip_norm."""
-    # The same q, planned steps and σ as LADP, so the two compare at equal ε.
-    q, planned, sigma, steps = plan_noise(config, len(x))
-    sampling = torch.Generator().manual_seed(seed)
-    noise = torch.Generator().manual_seed(seed + 1)
-    data = TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
-    loader = DPDataLoader(data, sample_rate=q, generator=sampling)
-    wrapped = GradSampleModule(model)
-    optimizer = DPOptimizer(
-        torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum),
-        noise_multiplier=sigma,
-        max_grad_norm=config.clip_norm,
-        expected_batch_size=config.expected_batch_size,
-        generator=noise,
-    )
-    with warnings.catch_warnings():
-        # Opacus's hooks fire on module outputs when the input needs no grad: expected here.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        _run_steps(wrapped, optimizer, loader, steps, progress)
-    wrapped.remove_hooks()
-    epsilon = compute_epsilon(
-        noise_multiplier=sigma,
-        sample_rate=q,
-        steps=steps,
-        delta=config.delta,
-        accountant=config.accountant,
-    )
-    spend = PrivacySpend(
-        epsilon=epsilon,
-        delta=config.delta,
-        accountant=config.accountant,
-        noise_multiplier=sigma,
-        sample_rate=q,
-        steps=steps,
-        mechanism="dp-sgd (opacus, flat clipping)",
-    )
-    stopped = steps < planned
-    return LADPResult(model.eval(), spend, planned, steps, stopped_at_budget=stopped, seed=seed)
-
-
-def _run_steps(
-    model: nn.Module,
-    optimizer: DPOptimizer,
-    loader: DPDataLoader,
-    steps: int,
-    progress: Callable[[int, int], None] | None,
-) -> None:
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    batches = iter(loader)
-    for step in range(steps):
-        try:
-            xb, yb = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            xb, yb = next(batches)
-        optimizer.zero_grad(set_to_none=True)
-        # Opacus handles an empty Poisson batch: the step then releases noise only.
-        loss_fn(model(xb), yb).backward()
-        optimizer.step()
-        if progress:
-            progress(step + 1, steps)
+    """DP-SGD with flat clipping at config.clip_norm until the planned epochs or the budget."""
+    return dpsgd_engine(model, x, y, config=config, seed=seed, noise_seed=noise_seed).run(progress)

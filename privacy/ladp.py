@@ -16,12 +16,15 @@ composed *inside* one step, before subsampling, so the accountant sees one mecha
 Extension points for the full LADP (Fisher sensitivities, allocation, the fast path):
 `train_ladp(groups=..., group_schedule=..., clipped_sums=...)`. Group choices must depend only on
 public data and the current model (post-processing), never on the private batch.
+
+Sampling and noise come from privacy.randomness: secure (fresh OS entropy, never recorded) unless
+the caller passes a `noise_seed` (reproducible, for experiments: ε does not hold against anyone
+who has that seed).
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,6 +43,7 @@ from privacy.accounting import (
     max_steps_within_budget,
 )
 from privacy.fastpath import clip_factor, fast_clipped_grad_sums, supports_fast_path
+from privacy.randomness import mechanism_rngs, noise_mode, poisson_sample, standard_normal
 
 OPTIMIZERS = ("sgd", "adam")
 ALLOCATIONS = ("uniform", "utility", "protect", "matched")
@@ -61,6 +65,7 @@ class PrivacySpend:
     sample_rate: float
     steps: int
     mechanism: str = "ladp"
+    noise: str = "secure"  # privacy.randomness.noise_mode: "secure" or "reproducible"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,8 +88,6 @@ class LADPConfig:
     # A fixed σ_eff instead of calibrating it to (epsilon, delta); the budget is still enforced,
     # so training stops early when this σ cannot afford the planned steps.
     noise_multiplier: float | None = None
-    # Seed sampling and noise from the OS instead of `seed` (nothing recorded, not reproducible).
-    secure_noise: bool = False
     # Full LADP (DESIGN §5.2-§5.5). "uniform" (the default here because it needs no public
     # data; the pipeline defaults to "matched"): every group clipped at clip_norm, equal weights.
     # The others measure Fisher sensitivities on the public split (train_ladp's public_x,
@@ -155,7 +158,7 @@ class LADPResult:
     steps_planned: int
     steps_taken: int
     stopped_at_budget: bool
-    seed: int | None = None  # what sampling and noise derive from; None in secure mode
+    noise_seed: int | None = None  # what sampling and noise derive from; None when secure
 
 
 # (model, x, y, groups) -> {param name: Σ_i c_{i,l} g_{i,l}}; the fast path replaces this.
@@ -271,7 +274,7 @@ def noisy_gradient(
     *,
     sigma_eff: float,
     expected_batch_size: float,
-    generator: torch.Generator,
+    rng: np.random.Generator,
 ) -> dict[str, Tensor]:
     """(clipped sum + N(0, (σ_l C_l)²)) / expected batch size, per parameter of group l."""
     stds = group_noise_stds(sigma_eff, [g.weight for g in groups])
@@ -279,8 +282,8 @@ def noisy_gradient(
     for g, sigma_l in zip(groups, stds, strict=True):
         for n in g.param_names:
             s = sums[n]
-            # The generator lives on the CPU so that one seed gives the same noise everywhere.
-            noise = torch.randn(s.shape, generator=generator, dtype=s.dtype).to(s.device)
+            # Drawn on the CPU so that one seed gives the same noise on every device.
+            noise = standard_normal(rng, s.shape, s.dtype).to(s.device)
             out[n] = (s + (sigma_l * g.clip_norm) * noise) / expected_batch_size
     return out
 
@@ -303,18 +306,21 @@ def ladp_step(
     groups: Sequence[LayerGroup],
     sigma_eff: float,
     expected_batch_size: float,
-    generator: torch.Generator,
+    rng: np.random.Generator,
     clipped_sums: ClippedSumFn = clipped_grad_sums,
 ) -> None:
     """One LADP update on an already sampled batch (possibly empty: then pure noise)."""
     sums = clipped_sums(model, x, y, groups)
     grads = noisy_gradient(
-        sums,
-        groups,
-        sigma_eff=sigma_eff,
-        expected_batch_size=expected_batch_size,
-        generator=generator,
+        sums, groups, sigma_eff=sigma_eff, expected_batch_size=expected_batch_size, rng=rng
     )
+    apply_gradient(model, optimizer, grads)
+
+
+def apply_gradient(
+    model: nn.Module, optimizer: torch.optim.Optimizer, grads: dict[str, Tensor]
+) -> None:
+    """The optimizer step on the released gradient (post-processing)."""
     params = dict(model.named_parameters())
     for n, g in grads.items():
         params[n].grad = g
@@ -329,21 +335,6 @@ def _optimizer(model: nn.Module, config: LADPConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(
         params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-
-
-def _generators(seed: int | None) -> tuple[torch.Generator, torch.Generator]:
-    """Independent generators for Poisson sampling and for noise, both derived from one seed.
-
-    Secure mode (seed None) seeds them from the OS. torch's CPU generator is a Mersenne
-    Twister, not a cryptographic generator: secure mode hides the seed, nothing more.
-    """
-    if seed is None:
-        states = [secrets.randbits(63) for _ in range(2)]
-    else:
-        children = np.random.SeedSequence(seed).spawn(2)
-        states = [int(c.generate_state(1, dtype=np.uint64)[0] >> 1) for c in children]
-    sample_gen, noise_gen = (torch.Generator().manual_seed(s) for s in states)
-    return sample_gen, noise_gen
 
 
 def sampling_plan(expected_batch_size: int, epochs: int, n: int) -> tuple[float, int]:
@@ -415,6 +406,11 @@ def _fisher_schedule(
     )
 
 
+def default_clipped_sums(config: LADPConfig) -> ClippedSumFn:
+    """The clipped-sum computation a run with this config uses (the audit wraps the same)."""
+    return auto_clipped_sums if config.fast_path else clipped_grad_sums
+
+
 class LADPEngine:
     """One LADP run, step by step: what `make_private` returns (the library front door).
 
@@ -428,6 +424,13 @@ class LADPEngine:
 
     The engine owns the private data, the sampling and the noise: a caller cannot feed it a
     batch of its choice, so every step is the accounted mechanism. It stops before the budget.
+    `seed` drives public randomness only (the public sample of the Fisher re-measurements);
+    sampling and noise are secure unless `noise_seed` is given (reproducible: privacy.randomness).
+
+    A step is a template (as Opacus's DPOptimizer.pre_step): `groups_for_step` (public data and
+    the model only), `sample_batch` (Poisson), `clipped_sums`, `noisy_gradient` (noise, then
+    division by the expected batch size), optimizer step. Tests and the audit call these same
+    methods; a mutated phase makes them fail.
     """
 
     def __init__(
@@ -438,11 +441,13 @@ class LADPEngine:
         *,
         config: LADPConfig,
         seed: int,
+        noise_seed: int | None = None,
         groups: Sequence[LayerGroup] | None = None,
         group_schedule: GroupSchedule | None = None,
         clipped_sums: ClippedSumFn | None = None,
         public_x: np.ndarray | None = None,
         public_y: np.ndarray | None = None,
+        mechanism: str = "ladp",
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
@@ -456,18 +461,18 @@ class LADPEngine:
         check_groups(model, self.groups)
         self.q, self.steps_planned, self.sigma, self.steps_allowed = plan_noise(config, n)
         device = next(model.parameters()).device
-        if clipped_sums is None:
-            clipped_sums = auto_clipped_sums if config.fast_path else clipped_grad_sums
         if group_schedule is None and config.allocation != "uniform":
             group_schedule = _fisher_schedule(config, public_x, public_y, device=device, seed=seed)
-        self.model, self.config, self.n = model, config, n
-        self.clipped_sums, self.group_schedule = clipped_sums, group_schedule
+        self.model, self.config, self.n, self.mechanism = model, config, n, mechanism
+        self.clipped_sums = clipped_sums or default_clipped_sums(config)
+        self.group_schedule = group_schedule
         self.x = torch.as_tensor(x, dtype=torch.float32, device=device)
         self.y = torch.as_tensor(y, dtype=torch.long, device=device)
-        self.seed = None if config.secure_noise else seed
-        self._sample_gen, self._noise_gen = _generators(self.seed)
+        self.noise_seed = noise_seed
+        self._sample_rng, self._noise_rng = mechanism_rngs(noise_seed, 2)
         self.optimizer = _optimizer(model, config)
         self.steps_taken = 0
+        self.current_groups = self.groups  # the groups of the latest step
         model.train()
 
     @property
@@ -475,26 +480,41 @@ class LADPEngine:
         """True once the next step would pass the (ε, δ) budget or the planned epochs are done."""
         return self.steps_taken >= self.steps_allowed
 
+    @property
+    def expected_batch_size(self) -> float:
+        return self.q * self.n
+
+    def groups_for_step(self) -> list[LayerGroup]:
+        if not self.group_schedule:
+            return self.groups
+        current = list(self.group_schedule(self.model, self.steps_taken))
+        check_groups(self.model, current)
+        return current
+
+    def sample_batch(self) -> Tensor:
+        """Poisson sampling: every example joins independently with probability q."""
+        batch = poisson_sample(self._sample_rng, self.n, self.q)
+        return torch.as_tensor(batch, dtype=torch.long, device=self.x.device)
+
+    def noisy_gradient(
+        self, sums: dict[str, Tensor], groups: Sequence[LayerGroup]
+    ) -> dict[str, Tensor]:
+        return noisy_gradient(
+            sums,
+            groups,
+            sigma_eff=self.sigma,
+            expected_batch_size=self.expected_batch_size,
+            rng=self._noise_rng,
+        )
+
     def step(self) -> None:
         if self.done:
             raise RuntimeError("LADP budget spent: no step left")
-        current = self.groups
-        if self.group_schedule:
-            current = list(self.group_schedule(self.model, self.steps_taken))
-            check_groups(self.model, current)
-        draw = torch.rand(self.n, generator=self._sample_gen) < self.q
-        batch = draw.nonzero().squeeze(1).to(self.x.device)
-        ladp_step(
-            self.model,
-            self.optimizer,
-            self.x[batch],
-            self.y[batch],
-            groups=current,
-            sigma_eff=self.sigma,
-            expected_batch_size=self.q * self.n,
-            generator=self._noise_gen,
-            clipped_sums=self.clipped_sums,
-        )
+        groups = self.groups_for_step()
+        batch = self.sample_batch()
+        sums = self.clipped_sums(self.model, self.x[batch], self.y[batch], groups)
+        apply_gradient(self.model, self.optimizer, self.noisy_gradient(sums, groups))
+        self.current_groups = groups
         self.steps_taken += 1
 
     def spend(self) -> PrivacySpend:
@@ -516,7 +536,17 @@ class LADPEngine:
             noise_multiplier=self.sigma,
             sample_rate=self.q,
             steps=self.steps_taken,
+            mechanism=self.mechanism,
+            noise=noise_mode(self.noise_seed),
         )
+
+    def run(self, progress: ProgressFn | None = None) -> LADPResult:
+        """Step until the planned epochs or the budget, whichever comes first."""
+        while not self.done:
+            self.step()
+            if progress:
+                progress(self.steps_taken, self.steps_allowed)
+        return self.result()
 
     def result(self) -> LADPResult:
         return LADPResult(
@@ -525,7 +555,7 @@ class LADPEngine:
             steps_planned=self.steps_planned,
             steps_taken=self.steps_taken,
             stopped_at_budget=self.steps_taken < self.steps_planned,
-            seed=self.seed,
+            noise_seed=self.noise_seed,
         )
 
 
@@ -536,6 +566,7 @@ def make_private(
     *,
     config: LADPConfig | None = None,
     seed: int = 0,
+    noise_seed: int | None = None,
     public_x: np.ndarray | None = None,
     public_y: np.ndarray | None = None,
     **hooks: Any,
@@ -547,6 +578,7 @@ def make_private(
         y,
         config=config or LADPConfig(),
         seed=seed,
+        noise_seed=noise_seed,
         public_x=public_x,
         public_y=public_y,
         **hooks,
@@ -560,6 +592,7 @@ def train_ladp(
     *,
     config: LADPConfig,
     seed: int,
+    noise_seed: int | None = None,
     progress: ProgressFn | None = None,
     groups: Sequence[LayerGroup] | None = None,
     group_schedule: GroupSchedule | None = None,
@@ -573,7 +606,9 @@ def train_ladp(
     group_schedule(model, step) overrides them per step; config.allocation "utility" or
     "protect" builds that schedule from Fisher sensitivities on public_x, public_y (public data
     only: never the members). clipped_sums: default the fast path where supported
-    (config.fast_path), else the reference path. Returns the model in eval mode.
+    (config.fast_path), else the reference path. seed: public randomness; noise_seed: None
+    (secure sampling and noise, the default) or a seed to reproduce them. Returns the model in
+    eval mode.
     """
     engine = LADPEngine(
         model,
@@ -581,14 +616,11 @@ def train_ladp(
         y,
         config=config,
         seed=seed,
+        noise_seed=noise_seed,
         groups=groups,
         group_schedule=group_schedule,
         clipped_sums=clipped_sums,
         public_x=public_x,
         public_y=public_y,
     )
-    while not engine.done:
-        engine.step()
-        if progress:
-            progress(engine.steps_taken, engine.steps_allowed)
-    return engine.result()
+    return engine.run(progress)

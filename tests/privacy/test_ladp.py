@@ -17,6 +17,7 @@ from pipelines.data import load_dataset
 from privacy.accounting import compute_epsilon
 from privacy.ladp import (
     LADPConfig,
+    LADPResult,
     LayerGroup,
     check_groups,
     clip_factors,
@@ -28,6 +29,7 @@ from privacy.ladp import (
     per_example_grads,
     train_ladp,
 )
+from privacy.randomness import mechanism_rngs
 
 HUGE = 1e9
 
@@ -135,7 +137,7 @@ def test_noise_free_step_with_huge_clip_is_plain_sgd() -> None:
         groups=with_clip(layer_groups(model), HUGE),
         sigma_eff=0.0,
         expected_batch_size=10,
-        generator=torch.Generator().manual_seed(0),
+        rng=mechanism_rngs(0)[0],
     )
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
     F.cross_entropy(reference(x), y).backward()
@@ -149,14 +151,14 @@ def test_noise_std_per_group() -> None:
     model = tiny_model()
     groups = uneven_groups(model)
     stds = group_noise_stds(1.7, [g.weight for g in groups])
-    batch, gen = 8.0, torch.Generator().manual_seed(1)
+    batch, rng = 8.0, mechanism_rngs(1)[0]
     x, y = tiny_batch(0)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     draws: dict[str, list[torch.Tensor]] = {g.name: [] for g in groups}
     for _ in range(20):
         ladp_step(
-            model, opt, x, y, groups=groups, sigma_eff=1.7, expected_batch_size=batch, generator=gen
+            model, opt, x, y, groups=groups, sigma_eff=1.7, expected_batch_size=batch, rng=rng
         )
         params = dict(model.named_parameters())
         for g in groups:
@@ -176,13 +178,16 @@ def test_noisy_gradient_is_reproducible() -> None:
     groups = layer_groups(model)
     sums = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
 
-    def draw(seed: int) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed)
-        return noisy_gradient(sums, groups, sigma_eff=1.0, expected_batch_size=4, generator=gen)
+    def draw(seed: int | None) -> dict[str, torch.Tensor]:
+        rng = mechanism_rngs(seed)[0]
+        return noisy_gradient(sums, groups, sigma_eff=1.0, expected_batch_size=4, rng=rng)
 
     a, b, c = draw(3), draw(3), draw(4)
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert not all(torch.equal(a[n], c[n]) for n in a)
+    # Secure (the default): fresh OS entropy every time.
+    d, e = draw(None), draw(None)
+    assert not any(torch.equal(d[n], e[n]) for n in d)
 
 
 @pytest.fixture(scope="module")
@@ -231,27 +236,23 @@ def test_train_ladp_stops_at_budget(digits: tuple[np.ndarray, np.ndarray]) -> No
     assert one_more > config.epsilon
 
 
-def test_train_ladp_is_reproducible(digits: tuple[np.ndarray, np.ndarray]) -> None:
+def test_noise_is_secure_by_default_and_reproducible_only_on_request(
+    digits: tuple[np.ndarray, np.ndarray],
+) -> None:
     x, y = digits
     config = LADPConfig(**{**TINY.__dict__, "epochs": 1, "accountant": "rdp"})
-    a = train_ladp(tiny_model(), x, y, config=config, seed=5).model
-    b = train_ladp(tiny_model(), x, y, config=config, seed=5).model
-    c = train_ladp(tiny_model(), x, y, config=config, seed=6).model
-    pairs = list(zip(a.parameters(), b.parameters(), c.parameters(), strict=True))
-    assert all(torch.equal(p, q) for p, q, _ in pairs)
-    assert not all(torch.equal(p, r) for p, _, r in pairs)
 
+    def train(noise_seed: int | None) -> tuple[list[torch.Tensor], LADPResult]:
+        result = train_ladp(tiny_model(), x, y, config=config, seed=5, noise_seed=noise_seed)
+        return list(result.model.parameters()), result
 
-def test_secure_noise_records_no_seed(digits: tuple[np.ndarray, np.ndarray]) -> None:
-    x, y = digits
-    config = LADPConfig(**{**TINY.__dict__, "epochs": 1, "accountant": "rdp"})
-    secure = LADPConfig(**{**config.__dict__, "secure_noise": True})
-    assert train_ladp(tiny_model(), x, y, config=config, seed=5).seed == 5
-    a = train_ladp(tiny_model(), x, y, config=secure, seed=5)
-    b = train_ladp(tiny_model(), x, y, config=secure, seed=5)
-    assert a.seed is None
-    pairs = zip(a.model.parameters(), b.model.parameters(), strict=True)
-    assert not all(torch.equal(p, q) for p, q in pairs)
+    (a, ra), (b, _) = train(None), train(None)  # the same public seed, fresh noise
+    assert ra.noise_seed is None and ra.spend.noise == "secure"
+    assert not any(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    (c, rc), (d, _), (e, _) = train(7), train(7), train(8)
+    assert rc.noise_seed == 7 and rc.spend.noise == "reproducible"
+    assert all(torch.equal(p, q) for p, q in zip(c, d, strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(c, e, strict=True))
 
 
 def test_train_ladp_takes_custom_groups(digits: tuple[np.ndarray, np.ndarray]) -> None:

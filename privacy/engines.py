@@ -1,0 +1,58 @@
+"""The DP training engines by name: the training stages, the private hyper-parameter search, the
+auditor's reference models and `pipeline audit` all build their engine here, so that they run
+the same mechanism (sampling, allocation, clipping, noise) as the stage that ships a model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from torch import nn
+
+from privacy.accounting import compute_epsilon
+from privacy.dpsgd import dpsgd_engine
+from privacy.ladp import LADPConfig, LADPEngine, sampling_plan
+
+ENGINES: tuple[str, ...] = ("ladp", "dp-sgd")
+
+Public = tuple[np.ndarray, np.ndarray]
+
+
+def build_engine(
+    kind: str,
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    config: LADPConfig,
+    seed: int,
+    noise_seed: int | None = None,
+    public: Public | None = None,
+) -> LADPEngine:
+    """An engine of `kind` on the private (x, y). `public` feeds LADP's allocation (public data
+    only: choosing from it is post-processing); DP-SGD has no allocation and ignores it."""
+    if kind == "ladp":
+        px, py = public if public is not None else (None, None)
+        return LADPEngine(
+            model, x, y, config=config, seed=seed, noise_seed=noise_seed, public_x=px, public_y=py
+        )
+    if kind == "dp-sgd":
+        return dpsgd_engine(model, x, y, config=config, seed=seed, noise_seed=noise_seed)
+    raise ValueError(f"unknown DP training engine '{kind}' (known: {', '.join(ENGINES)})")
+
+
+def unbounded(config: LADPConfig, n: int) -> LADPConfig:
+    """For a model that is never released (the auditor's reference, trained with the target's
+    noise multiplier on another number of examples): the budget set to what its planned steps
+    cost, so that it trains for the target's epochs instead of stopping at the target's ε."""
+    if config.noise_multiplier is None:
+        return config
+    q, steps = sampling_plan(config.expected_batch_size, config.epochs, n)
+    cost = compute_epsilon(
+        noise_multiplier=config.noise_multiplier,
+        sample_rate=q,
+        steps=steps,
+        delta=config.delta,
+        accountant=config.accountant,
+    )
+    return replace(config, epsilon=max(config.epsilon, cost * (1 + 1e-9)))

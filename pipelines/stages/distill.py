@@ -2,9 +2,12 @@
 
 mode "soft": the latest model (a DP teacher) labels the public split with soft labels at
 temperature T; the student learns them. Post-processing: the student's ε is the teacher's.
-mode "pate": teachers trained on disjoint shards of the members vote on public queries through
-GNMax; the student learns the answers. A fresh model, so a new lineage whose ε is PATE's own
-(data-independent RDP bound); the members' total composes it with every earlier spend.
+mode "pate": teachers trained on disjoint shards of the members (a keyed hash of each record
+picks its teacher, privacy.pate) vote on public queries through GNMax; the student learns the
+answers. A fresh model, so a new lineage whose ε is PATE's own (data-independent RDP bound, for
+add/remove neighbours like LADP's); the members' total composes it with every earlier spend. The
+teachers are not private: their statistics go to metrics under "audit_only" and nothing of them
+reaches the student's files.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from pipelines.errors import PrivcompError
 from pipelines.ledger import Ledger, ledger_for
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
-from pipelines.stages.compression import derived_seed
 from privacy.pate import PATEConfig, pate_label, pate_spend
+from privacy.randomness import noise_mode
 
 DISTILL_MODES = ("soft", "pate")
 
@@ -41,7 +44,6 @@ def _pate_config(section: dict[str, Any]) -> PATEConfig:
         teacher_epochs=int(section["teacher_epochs"]),
         teacher_batch_size=int(section["batch_size"]),
         teacher_lr=float(section["teacher_lr"]),
-        secure_noise=bool(section["secure_noise"]),
     )
 
 
@@ -83,7 +85,12 @@ class Distill(Stage):
         if self.config["mode"] != "pate":
             return POST_PROCESSING
         spend = pate_spend(_pate_config(self.config))
-        details = {**spend.to_dict(), "dataset": "members", "lineage": "new"}
+        details = {
+            **spend.to_dict(),
+            "dataset": "members",
+            "lineage": "new",
+            "noise": noise_mode(ctx.noise_seed(0)),
+        }
         return Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=details)
 
     def _student(self, ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
@@ -95,7 +102,7 @@ class Distill(Stage):
                 num_classes=ctx.dataset.num_classes,
                 width=int(cfg["student_width"]),
                 hidden=int(cfg["student_hidden"]),
-                seed=derived_seed(ctx, 0),
+                seed=ctx.derived_seed(0),
             )
         except (TypeError, ValueError) as exc:
             raise PrivcompError(f"distill: cannot build the student: {exc}") from exc
@@ -140,7 +147,7 @@ class Distill(Stage):
                 epochs=int(cfg["epochs"]),
                 batch_size=int(cfg["batch_size"]),
                 lr=float(cfg["lr"]),
-                seed=derived_seed(ctx, 1),
+                seed=ctx.derived_seed(1),
                 progress=progress,
             )
         metrics = {
@@ -161,13 +168,13 @@ class Distill(Stage):
         ledger.admit(self.name, planned)
         config = _pate_config(cfg)
         public_x, public_y = ctx.split("public")
-        order = np.random.default_rng(derived_seed(ctx, 2)).permutation(len(public_x))
+        order = np.random.default_rng(ctx.derived_seed(2)).permutation(len(public_x))
         chosen = order[: config.queries]
         arch = ctx.model_arch()
         kwargs = {**arch["kwargs"], "in_shape": tuple(arch["kwargs"]["in_shape"])}
 
         def make_teacher(i: int) -> nn.Module:
-            return seeded_model(arch["name"], seed=derived_seed(ctx, 100 + i), **kwargs)
+            return seeded_model(arch["name"], seed=ctx.derived_seed(100 + i), **kwargs)
 
         with ctx.reporter.task("distill (PATE teachers)") as progress:
             try:
@@ -177,7 +184,10 @@ class Distill(Stage):
                     (public_x[chosen], public_y[chosen]),
                     num_classes=ctx.dataset.num_classes,
                     config=config,
-                    seed=derived_seed(ctx, 3),
+                    seed=ctx.derived_seed(3),
+                    # Public, from the run seed: any data-independent assignment rule is DP.
+                    shard_key=ctx.derived_seed(5),
+                    noise_seed=ctx.noise_seed(0),
                     progress=progress,
                 )
             except ValueError as exc:
@@ -190,10 +200,15 @@ class Distill(Stage):
                 epochs=int(cfg["epochs"]),
                 batch_size=int(cfg["batch_size"]),
                 lr=float(cfg["lr"]),
-                seed=derived_seed(ctx, 4),
+                seed=ctx.derived_seed(4),
                 progress=progress,
             )
-        details = {**result.spend.to_dict(), "dataset": "members", "lineage": "new"}
+        details = {
+            **result.spend.to_dict(),
+            "dataset": "members",
+            "lineage": "new",
+            "noise": result.noise,
+        }
         spend = Spend(
             kind="dp", epsilon=result.spend.epsilon, delta=result.spend.delta, details=details
         )
@@ -203,8 +218,18 @@ class Distill(Stage):
             "teachers": config.teachers,
             "queries": config.queries,
             "gnmax_sigma": config.sigma,
-            "label_accuracy": float((result.labels == public_y[chosen]).mean()),
-            "teacher_accuracy_mean": float(np.mean(result.teacher_accuracy)),
-            "vote_agreement": result.vote_agreement,
+            "noise": result.noise,
+            # Read from the non-private teachers: for the auditor's eyes, outside ε. The student
+            # learns only result.labels, the GNMax answers.
+            "audit_only": {
+                "note": (
+                    "statistics of non-private teachers trained on the members; "
+                    "not covered by ε, never shipped"
+                ),
+                "teacher_accuracy_mean": float(np.mean(result.teacher_accuracy)),
+                "vote_agreement": result.vote_agreement,
+                "label_accuracy": float((result.labels == public_y[chosen]).mean()),
+                "empty_shards": sum(size == 0 for size in result.shard_sizes),
+            },
         }
         return spend, metrics

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import PrivcompError
+from privacy.search import is_candidate_list
 
 Config = dict[str, dict[str, Any]]
 
@@ -35,6 +36,9 @@ DEFAULTS: Config = {
         "seed": 0,
         "data_root": "",
         "evaluate": "each",  # each | last | none
+        # DP noise and Poisson sampling from the seed instead of fresh OS entropy: for
+        # experiments only; every artifact then says that ε does not hold against the seed.
+        "reproducible_noise": False,
     },
     "data": {"members": 0.40, "nonmembers": 0.10, "population": 0.30, "public": 0.10, "test": 0.10},
     "model": {},  # extra keyword arguments for the model factory (e.g. width, hidden)
@@ -42,7 +46,6 @@ DEFAULTS: Config = {
     "train-ladp": {
         **_DP_TRAINING,
         "optimizer": "sgd",  # sgd | adam
-        "secure_noise": False,  # OS-seeded noise; the seed is then not recorded
         # matched (per-layer clip norms from public gradient norms, summing to clip_norm in
         # quadrature) | uniform (clip_norm per layer, equal weights) | utility | protect
         "allocation": "matched",
@@ -54,8 +57,14 @@ DEFAULTS: Config = {
         "fisher_samples": 256,  # public examples per measurement
         "fast_path": True,  # exact per-example clipping from activations (Linear/Conv2d/GroupNorm)
     },
-    # The Opacus baseline: the same keys and values as [train-ladp] (flat clipping only).
+    # The DP-SGD baseline: the same keys and values as [train-ladp] (flat clipping only).
     "train-dpsgd": dict(_DP_TRAINING),
+    # A private hyper-parameter search (Papernot & Steinke 2022) runs when a searchable key of
+    # [train-ladp] or [train-dpsgd] holds a list of candidates (lr = [0.05, 0.1]) or, for lr,
+    # the word "search". The number of repetitions K: a truncated negative binomial of shape η
+    # (0: logarithmic, the cheapest; 1: geometric) or Poisson (may release an untrained model
+    # when K = 0), with this mean.
+    "search": {"distribution": "negative-binomial", "mean": 3.0, "shape": 0.0},
     "prune": {
         "ratio": 0.5,
         "importance": "l2",  # l1 | l2 | lamp | fpgm (weights only) | taylor (public split)
@@ -81,7 +90,9 @@ DEFAULTS: Config = {
     },
     "export": {
         "tolerance": 1e-4,  # max |ONNX - torch| on the test split, x max(1, largest |logit|)
-        "attack_metadata": True,  # put the auditor's strongest attack in the ONNX metadata
+        # Copy the auditor's strongest attack into the ONNX metadata. Off by default: attack
+        # results are statistics of the members that ε does not cover (labelled so when on).
+        "attack_metadata": False,
     },
     "distill": {
         "mode": "soft",  # soft (DP teacher's soft labels: free) | pate (GNMax, accounted)
@@ -98,7 +109,6 @@ DEFAULTS: Config = {
         "queries": 200,  # pate: public examples labelled by GNMax (all answered)
         "gnmax_sigma": 20.0,
         "delta": 1e-5,
-        "secure_noise": False,
     },
     "budget": {
         "epsilon": 0.0,  # cap on the total epsilon per private data set; 0: no cap
@@ -132,6 +142,8 @@ DEFAULTS: Config = {
 
 # Sections whose keys are free-form (passed through to a factory).
 _OPEN_SECTIONS = {"model"}
+# Sections whose searchable keys may hold candidate lists (privacy.search).
+_SEARCH_SECTIONS = {"train-ladp", "train-dpsgd"}
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -176,7 +188,11 @@ def _merge(config: Config, update: dict[str, Any], *, origin: str) -> None:
             if section not in _OPEN_SECTIONS:
                 if key not in config[section]:
                     raise PrivcompError(f"{origin}: unknown config key '{section}.{key}'")
-                value = _coerce(value, config[section][key], f"{section}.{key}", origin)
+                name, default = f"{section}.{key}", DEFAULTS[section][key]
+                if section in _SEARCH_SECTIONS and is_candidate_list(key, value):
+                    value = _coerce_candidates(value, default, name, origin)
+                else:
+                    value = _coerce(value, default, name, origin)
             config[section][key] = value
 
 
@@ -187,6 +203,16 @@ def _coerce(value: Any, default: Any, name: str, origin: str) -> Any:
     if type(value) is type(default):
         return value
     raise PrivcompError(f"{origin}: '{name}' expects a {type(default).__name__}, got {value!r}")
+
+
+def _coerce_candidates(value: Any, default: Any, name: str, origin: str) -> Any:
+    """A search: the word "search" (kept as it is), or a non-empty list of values each of the
+    default's type."""
+    if not isinstance(value, list):
+        return value
+    if not value:
+        raise PrivcompError(f"{origin}: '{name}' lists no candidates")
+    return [_coerce(v, default, name, origin) for v in value]
 
 
 def to_toml(config: Config) -> str:

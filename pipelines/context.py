@@ -33,6 +33,24 @@ class RunContext:
     def seed(self) -> int:
         return int(self.config["run"]["seed"])
 
+    @property
+    def reproducible_noise(self) -> bool:
+        return bool(self.config["run"]["reproducible_noise"])
+
+    def derived_seed(self, *parts: int) -> int:
+        """A seed for the current stage's public randomness (initial weights, shuffling, public
+        samples), independent of every other stage's and reproducible from the run seed."""
+        position = len(self.history) + 1
+        state = np.random.SeedSequence([self.seed, position, *parts]).generate_state(1)
+        return int(state[0])
+
+    def noise_seed(self, *parts: int) -> int | None:
+        """What a DP mechanism of the current stage draws its sampling and noise from: None
+        (secure: fresh OS entropy, privacy.randomness) unless [run] reproducible_noise opts in,
+        then a seed derived from the recorded run seed (and ε no longer holds against anyone
+        who has it). Distinct `parts` give independent noise within a stage."""
+        return self.derived_seed(1 << 20, *parts) if self.reproducible_noise else None
+
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         idx = self.splits[name]
         return self.dataset.x[idx], self.dataset.y[idx]

@@ -36,14 +36,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from pipelines.errors import PrivcompError
 from pipelines.stage import POST_PROCESSING, Spend
 from privacy.accounting import (
     ACCOUNTANTS,
     CALIBRATION_RTOL,
     MAX_NOISE_MULTIPLIER,
+    format_epsilon,
     history_epsilon,
 )
+from privacy.hyperparameters import gaussian_rdp, rdp_epsilon
 
 if TYPE_CHECKING:
     from pipelines.context import RunContext
@@ -69,6 +73,15 @@ class GaussianSteps:
 
 
 @dataclass(frozen=True)
+class RDPCurve:
+    """A mechanism known by its Rényi-DP curve (the private hyper-parameter search, whose bound
+    is an RDP bound): a history holding one is composed in RDP."""
+
+    orders: tuple[float, ...]
+    rdp: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Opaque:
     """A DP mechanism known only by its (ε, δ): composed with basic composition."""
 
@@ -76,12 +89,15 @@ class Opaque:
     delta: float
 
 
-Mechanism = GaussianSteps | Opaque
+Mechanism = GaussianSteps | RDPCurve | Opaque
 
 
 def mechanism_of(spend: Spend) -> Mechanism:
-    """The history entry of a "dp" spend (GaussianSteps when details say σ, q and steps)."""
+    """The history entry of a "dp" spend: its RDP curve when details carry one (`rdp_orders`,
+    `rdp`), else GaussianSteps when they say σ, q and steps, else its (ε, δ)."""
     d = spend.details
+    if "rdp" in d and "rdp_orders" in d:
+        return RDPCurve(tuple(float(a) for a in d["rdp_orders"]), tuple(float(r) for r in d["rdp"]))
     if all(k in d for k in ("noise_multiplier", "sample_rate", "steps")):
         return GaussianSteps(float(d["noise_multiplier"]), float(d["sample_rate"]), int(d["steps"]))
     if spend.epsilon is None or spend.delta is None:
@@ -98,11 +114,33 @@ def _gaussian_epsilon(history: Sequence[GaussianSteps], *, delta: float, account
     return history_epsilon(entries, delta=delta, accountant=accountant)
 
 
+def _rdp_epsilon(
+    history: Sequence[GaussianSteps], curves: Sequence[RDPCurve], *, delta: float
+) -> float:
+    """ε of Gaussian entries and RDP curves composed in RDP (curves add order by order)."""
+    orders = curves[0].orders
+    if any(c.orders != orders for c in curves):
+        raise ValueError("RDP curves on different orders cannot be composed")
+    total = np.sum([np.asarray(c.rdp, dtype=float) for c in curves], axis=0)
+    for m in history:
+        if m.steps > 0:
+            if m.noise_multiplier <= 0:
+                return math.inf
+            total = total + gaussian_rdp(
+                noise_multiplier=m.noise_multiplier,
+                sample_rate=m.sample_rate,
+                steps=m.steps,
+                orders=orders,
+            )
+    return rdp_epsilon(total, delta=delta, orders=orders)
+
+
 def compose(history: Sequence[Mechanism], *, delta: float, accountant: str = "prv") -> Guarantee:
     """(ε, δ) of running every mechanism in history (adaptively) on the same data set.
 
-    Gaussian entries are composed by `accountant` at `delta`; opaque entries are added to the
-    result (basic composition), their δ's too.
+    Gaussian entries are composed by `accountant` at `delta`, or, when the history holds an RDP
+    curve, in RDP together with it (then the guarantee's accountant is "rdp"); opaque entries
+    are added to the result (basic composition), their δ's too.
     """
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"unknown accountant '{accountant}' (known: {', '.join(ACCOUNTANTS)})")
@@ -116,8 +154,12 @@ def _compose(history: tuple[Mechanism, ...], delta: float, accountant: str) -> G
     """compose() memoised: a run's ledger asks for the same history after every stage, and a PRV
     evaluation takes about a second."""
     gaussian = [m for m in history if isinstance(m, GaussianSteps)]
+    curves = [m for m in history if isinstance(m, RDPCurve)]
     opaque = [m for m in history if isinstance(m, Opaque)]
-    eps = _gaussian_epsilon(gaussian, delta=delta, accountant=accountant)
+    if curves:
+        eps, accountant = _rdp_epsilon(gaussian, curves, delta=delta), "rdp"
+    else:
+        eps = _gaussian_epsilon(gaussian, delta=delta, accountant=accountant)
     eps += math.fsum(m.epsilon for m in opaque)
     total_delta = delta + math.fsum(m.delta for m in opaque)
     return Guarantee(None if math.isinf(eps) else eps, total_delta, accountant)
@@ -308,21 +350,26 @@ class Ledger:
 
     # -- recording
 
-    def record(self, stage: str, spend: Spend) -> Guarantee:
+    def record(self, stage: str, spend: Spend, *, earlier: Sequence[Spend] = ()) -> Guarantee:
+        """Record a stage's spend. `earlier`: DP releases of this same stage in earlier attempts
+        whose outputs were replaced (a forced re-run): anyone may hold those files too, so they
+        are composed into the data set's total and into the new artifact's lineage."""
         details = spend.details
         name = str(details.get("dataset", DEFAULT_DATASET))
         continues = details.get("lineage") == "continue"
         extra: dict[str, Any] = {}
         if spend.kind == "dp":
-            mechanism = mechanism_of(spend)
-            self.datasets.setdefault(name, _Account()).add(mechanism, spend, self.budget)
-            if continues:
-                lineage = self._require_lineage(stage)
-                lineage.add(mechanism, spend, self.budget)
-            else:
+            releases = [*(e for e in earlier if e.kind == "dp"), spend]
+            if not continues:
                 self.lineage = _Account()
-                self.lineage.add(mechanism, spend, self.budget)
+            lineage = self._require_lineage(stage)
+            for release in releases:
+                mechanism = mechanism_of(release)
+                self.datasets.setdefault(name, _Account()).add(mechanism, release, self.budget)
+                lineage.add(mechanism, release, self.budget)
             extra = {"dataset": name, "spend": {"epsilon": spend.epsilon, "delta": spend.delta}}
+            if len(releases) > 1:
+                extra["earlier_releases"] = len(releases) - 1
         elif spend.kind == "none":
             self.datasets.setdefault(name, _Account()).private = False
             if continues:
@@ -392,8 +439,8 @@ class Ledger:
         if total.epsilon > cap:
             raise PrivcompError(
                 f"budget: stage '{stage}' would bring epsilon on '{name}' to "
-                f"{total.epsilon:.4g} > budget {cap:g} (delta {total.delta:.3g}); "
-                "refused before it runs"
+                f"{format_epsilon(total.epsilon, digits=4)} > budget {cap:g} "
+                f"(delta {total.delta:.3g}); refused before it runs"
             )
 
     def _clone(self) -> Ledger:
@@ -515,28 +562,5 @@ def _plan_evaluate(stage: Stage, ctx: RunContext, ledger: Ledger) -> None:
     return None  # the audit: its numbers go to the data owner, never into an artifact
 
 
-def _plan_train_ladp(stage: Stage, ctx: RunContext, ledger: Ledger) -> Spend:
-    """LADP's (and the DP-SGD baseline's) planned history: the q, σ and step count the trainer
-    will use (privacy.ladp.plan_noise); ε is the target, an upper bound on what it prints."""
-    from pipelines.stages.training import ladp_config
-    from privacy.ladp import plan_noise
-
-    cfg = ladp_config(stage.config)
-    try:
-        q, _, sigma, steps = plan_noise(cfg, len(ctx.splits["members"]))
-    except ValueError as exc:
-        raise PrivcompError(f"{stage.name}: {exc}") from exc
-    details = {
-        "noise_multiplier": sigma,
-        "sample_rate": q,
-        "steps": steps,
-        "accountant": cfg.accountant,
-        "mechanism": "ladp" if stage.name == "train-ladp" else "dp-sgd",
-    }
-    return Spend(kind="dp", epsilon=cfg.epsilon, delta=cfg.delta, details=details)
-
-
 register_planner("train", _plan_train)
 register_planner("evaluate", _plan_evaluate)
-register_planner("train-ladp", _plan_train_ladp)
-register_planner("train-dpsgd", _plan_train_ladp)  # same sampling, steps and calibration

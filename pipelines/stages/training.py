@@ -1,23 +1,28 @@
-"""Training stages: `train` (not private) and `train-ladp` (layer-wise adaptive DP-SGD)."""
+"""Training stages: `train` (not private), `train-ladp` (layer-wise adaptive DP-SGD) and
+`train-dpsgd` (the flat-clipping baseline); the DP ones run a private hyper-parameter search when
+a searchable setting holds a list of candidates (privacy.search)."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+import copy
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from models.io import save_model
-from models.training import ProgressFn, accuracy, fit, predict_logits
+from models.training import accuracy, fit, predict_logits
 from models.zoo import seeded_model
 from pipelines.artifacts import MODEL
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
+from pipelines.ledger import Ledger
 from pipelines.stage import Spend, Stage, StageResult
 from pipelines.stages import register_stage
-from privacy.dpsgd import train_dpsgd
-from privacy.ladp import LADPConfig, LADPResult, train_ladp
+from privacy.engines import build_engine
+from privacy.hyperparameters import SearchConfig
+from privacy.ladp import LADPConfig, LADPEngine, LADPResult, plan_noise
+from privacy.randomness import noise_mode
+from privacy.search import SearchPlan, SearchSpace, plan_search, public_accuracy, run_search
 
 
 def _fresh_model(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
@@ -60,8 +65,17 @@ class Train(Stage):
 
 
 def ladp_config(section: dict[str, Any]) -> LADPConfig:
-    known = {f.name for f in fields(LADPConfig)}
-    return LADPConfig(**{k: v for k, v in section.items() if k in known})
+    """The LADPConfig of a training section without a search (the first candidate if any)."""
+    return SearchSpace.from_section(section).config()
+
+
+def search_config(config: dict[str, Any]) -> SearchConfig:
+    section = config["search"]
+    return SearchConfig(
+        distribution=str(section["distribution"]),
+        mean=float(section["mean"]),
+        shape=float(section["shape"]),
+    )
 
 
 @register_stage
@@ -72,61 +86,154 @@ class TrainLADP(Stage):
     uses_private_data = True
     privacy_cost = "(epsilon, delta)-DP, accounted (PRV or RDP); stops at the budget"
     summary = "layer-wise adaptive DP-SGD on the members"
+    engine = "ladp"  # privacy.engines: how the members are trained on
 
-    def check(self, ctx: RunContext) -> None:
+    def space(self) -> SearchSpace:
         try:
-            ladp_config(self.config).check(len(ctx.splits["members"]))
+            return SearchSpace.from_section(self.config)
         except ValueError as exc:
             raise PrivcompError(f"{self.name}: {exc}") from exc
 
-    def train(
-        self, ctx: RunContext, model: nn.Module, x: np.ndarray, y: np.ndarray, progress: ProgressFn
-    ) -> LADPResult:
-        public_x, public_y = ctx.split("public")
-        return train_ladp(
+    @property
+    def conceals_duration(self) -> bool:
+        """A search's wall time would reveal its number of repetitions: it is not recorded."""
+        return self.space().searching
+
+    def check(self, ctx: RunContext) -> None:
+        space = self.space()
+        try:
+            space.check(len(ctx.splits["members"]))
+            if space.searching:
+                search_config(ctx.config).check()
+        except ValueError as exc:
+            raise PrivcompError(f"{self.name}: {exc}") from exc
+
+    def planned_spend(self, ctx: RunContext, ledger: Ledger) -> Spend:
+        """The mechanism the stage will run, fixed before it reads the members: (q, σ, steps)
+        of the planned run, or the search's RDP curve; ε is the target, an upper bound on what
+        it prints."""
+        space, n = self.space(), len(ctx.splits["members"])
+        try:
+            if space.searching:
+                plan = plan_search(space, search_config(ctx.config), n)
+                return self._search_spend(plan, noise_mode(ctx.noise_seed(0)), {}, None)
+            cfg = space.config()
+            q, _, sigma, steps = plan_noise(cfg, n)
+        except ValueError as exc:
+            raise PrivcompError(f"{self.name}: {exc}") from exc
+        details = {
+            "noise_multiplier": sigma,
+            "sample_rate": q,
+            "steps": steps,
+            "accountant": cfg.accountant,
+            "mechanism": self.engine,
+            "noise": noise_mode(ctx.noise_seed(0)),
+        }
+        return Spend(kind="dp", epsilon=cfg.epsilon, delta=cfg.delta, details=details)
+
+    def _engine(
+        self,
+        ctx: RunContext,
+        model: nn.Module,
+        config: LADPConfig,
+        noise_seed: int | None,
+    ) -> LADPEngine:
+        x, y = ctx.split("members")
+        return build_engine(
+            self.engine,
             model,
             x,
             y,
-            config=ladp_config(self.config),
+            config=config,
             seed=ctx.seed,
-            progress=progress,
-            public_x=public_x,  # Fisher sensitivities: public data, no budget
-            public_y=public_y,
+            noise_seed=noise_seed,
+            public=ctx.split("public"),  # LADP's layer sensitivities: public data, no budget
         )
 
     def run(self, ctx: RunContext) -> StageResult:
-        x, y = ctx.split("members")
         model, arch = _fresh_model(ctx)
-        with ctx.reporter.task(self.name) as progress:
-            try:
-                result = self.train(ctx, model, x, y, progress)
-            except ValueError as exc:
-                raise PrivcompError(f"{self.name}: {exc}") from exc
-        save_model(result.model, ctx.stage_dir, arch=arch)
+        space = self.space()
+        try:
+            if space.searching:
+                model, spend, metrics = self._search(ctx, model, space)
+            else:
+                with ctx.reporter.task(self.name) as progress:
+                    engine = self._engine(ctx, model, space.config(), ctx.noise_seed(0))
+                    model, spend, metrics = self._spend_of(engine.run(progress))
+        except ValueError as exc:
+            raise PrivcompError(f"{self.name}: {exc}") from exc
+        save_model(model, ctx.stage_dir, arch=arch)
+        return StageResult({MODEL: ctx.stage_dir}, spend, metrics)
+
+    @staticmethod
+    def _spend_of(result: LADPResult) -> tuple[nn.Module, Spend, dict[str, Any]]:
         spend = result.spend
         metrics = {
             "steps_planned": result.steps_planned,
             "steps_taken": result.steps_taken,
             "stopped_at_budget": result.stopped_at_budget,
         }
-        details = spend.to_dict()
-        return StageResult(
-            {MODEL: ctx.stage_dir},
-            Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=details),
-            metrics,
-        )
+        dp = Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=spend.to_dict())
+        return result.model, dp, metrics
+
+    def _search(
+        self, ctx: RunContext, initial: nn.Module, space: SearchSpace
+    ) -> tuple[nn.Module, Spend, dict[str, Any]]:
+        plan = plan_search(space, search_config(ctx.config), len(ctx.splits["members"]))
+
+        def train(config: LADPConfig, noise_seed: int | None) -> nn.Module:
+            return self._engine(ctx, copy.deepcopy(initial), config, noise_seed).run().model
+
+        # No progress bar: how far the search got would reveal its number of repetitions.
+        with ctx.reporter.task(f"{self.name}: private hyper-parameter search (progress hidden)"):
+            result = run_search(
+                space,
+                plan,
+                initial=initial,
+                train=train,
+                score=public_accuracy(*ctx.split("public")),
+                noise_seed=ctx.noise_seed(0),
+            )
+        spend = self._search_spend(plan, result.noise, result.candidate, result.public_score)
+        metrics = {
+            "search": {
+                "candidates": len(space.candidates()),
+                "chosen": result.candidate,
+                "public_score": result.public_score,
+                "steps_per_repetition": plan.steps,
+            }
+        }
+        return result.model, spend, metrics
+
+    def _search_spend(
+        self, plan: SearchPlan, noise: str, chosen: dict[str, Any], score: float | None
+    ) -> Spend:
+        details = {
+            "mechanism": f"hyper-parameter search over {self.engine} (Papernot & Steinke 2022)",
+            "accountant": "rdp",
+            "noise": noise,
+            "rdp_orders": list(plan.orders),
+            "rdp": list(plan.rdp),
+            # What one repetition ran (the same for every candidate); informative only.
+            "noise_multiplier": plan.noise_multiplier,
+            "sample_rate": plan.sample_rate,
+            "steps": plan.steps,
+            "search": {
+                "distribution": plan.search.distribution,
+                "mean": plan.search.mean,
+                "shape": plan.search.shape,
+            },
+            "chosen": chosen,
+            "public_score": score,
+        }
+        return Spend(kind="dp", epsilon=plan.epsilon, delta=plan.delta, details=details)
 
 
 @register_stage
 class TrainDPSGD(TrainLADP):
-    """The baseline LADP is measured against: same sampling, steps and accountant."""
+    """The baseline LADP is measured against: same sampling, steps, accountant and noise."""
 
     name = "train-dpsgd"
-    privacy_cost = "(epsilon, delta)-DP, Opacus DP-SGD (flat clipping), accounted like train-ladp"
-    summary = "plain DP-SGD with Opacus on the members ([train-dpsgd] settings)"
-
-    def train(
-        self, ctx: RunContext, model: nn.Module, x: np.ndarray, y: np.ndarray, progress: ProgressFn
-    ) -> LADPResult:
-        config = ladp_config(self.config)
-        return train_dpsgd(model, x, y, config=config, seed=ctx.seed, progress=progress)
+    privacy_cost = "(epsilon, delta)-DP, DP-SGD (flat clipping), accounted like train-ladp"
+    summary = "plain DP-SGD (Opacus per-example gradients) on the members ([train-dpsgd])"
+    engine = "dp-sgd"

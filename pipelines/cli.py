@@ -21,6 +21,7 @@ app = typer.Typer(
 
 T = TypeVar("T")
 EXIT_USER_ERROR = 2
+EXIT_AUDIT_FAILED = 3
 
 
 def _guarded(action: Callable[[], T]) -> T:
@@ -59,6 +60,14 @@ def run(
     evaluate: Annotated[
         str | None, typer.Option(help="Attack the artifact after: each | last | none")
     ] = None,
+    rerun_dp: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-dp",
+            help="Run again a DP stage whose earlier release in this run dir is gone or "
+            "changed, composing every earlier release in the ledger",
+        ),
+    ] = False,
 ) -> None:
     """Run stages in order; write the run directory and print the summary table."""
 
@@ -78,7 +87,9 @@ def run(
         cfg = load_config(config, overrides)
         directory = run_dir or _default_run_dir(stages, cfg)
         reporter = Reporter()
-        summary = run_pipeline(stages, config=cfg, run_dir=directory, reporter=reporter)
+        summary = run_pipeline(
+            stages, config=cfg, run_dir=directory, reporter=reporter, rerun_dp=rerun_dp
+        )
         stdout = Console()  # the table is the command's output; progress went to stderr
         stdout.print(summary_table(summary))
         stdout.print(f"summary: {directory / 'summary.json'}", highlight=False)
@@ -133,9 +144,57 @@ def inspect(
             table.add_row(key, value)
         if not metadata:
             table.add_row("-", "no metadata: not written by privcomp")
-        Console().print(table)
+        console = Console()
+        console.print(table)
+        for line in inspect_warnings(metadata):
+            console.print(f"[bold red]warning:[/bold red] {line}", highlight=False)
 
     _guarded(action)
+
+
+@app.command()
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with a DP training stage")],
+    trials: Annotated[int, typer.Option(help="Short trainings per world")] = 250,
+    steps: Annotated[int, typer.Option(help="Steps per training (the canary is in each)")] = 2,
+    workers: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    executor: Annotated[str, typer.Option(help="local | serial")] = "local",
+) -> None:
+    """Empirically audit the run's DP training mechanism; exit 3 if a lower bound beats ε."""
+
+    def action() -> bool:
+        from pipelines.audit import AUDIT_FILE, audit_run
+        from pipelines.progress import Reporter
+
+        report = audit_run(
+            run_dir,
+            trials=trials,
+            steps=steps,
+            workers=workers,
+            executor=executor,
+            reporter=Reporter(),
+        )
+        print(report.line())
+        print(f"details: {run_dir / AUDIT_FILE}")
+        return report.passed
+
+    if not _guarded(action):
+        raise typer.Exit(EXIT_AUDIT_FAILED)
+
+
+def inspect_warnings(metadata: dict[str, str]) -> list[str]:
+    """What `pipeline inspect` says in words beside the table: reproducible noise, and attack
+    statistics of the members inside a file that ships."""
+    import json
+
+    from privacy.randomness import REPRODUCIBLE, REPRODUCIBLE_WARNING
+
+    lines = []
+    if json.loads(metadata.get("privcomp.noise", "null")) == REPRODUCIBLE:
+        lines.append(REPRODUCIBLE_WARNING)
+    if "privcomp.attack.note" in metadata:
+        lines.append(f"privcomp.attack.*: {json.loads(metadata['privcomp.attack.note'])}")
+    return lines
 
 
 def main() -> None:  # pragma: no cover - console entry point

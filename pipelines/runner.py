@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.artifacts import artifact_hash
+from pipelines.artifacts import artifact_files, artifact_hash
 from pipelines.config import Config, to_toml
 from pipelines.context import RunContext
 from pipelines.data import Splits, load_dataset, make_splits
@@ -20,9 +20,19 @@ from pipelines.errors import PrivcompError
 from pipelines.evaluation import measure_artifact
 from pipelines.ledger import Budget, Ledger, check_budget
 from pipelines.progress import Reporter
-from pipelines.rundir import read_json, stage_dir_name, write_atomic, write_json
+from pipelines.rundir import (
+    Release,
+    append_release,
+    earlier_releases,
+    read_json,
+    read_releases,
+    stage_dir_name,
+    write_atomic,
+    write_json,
+)
 from pipelines.stage import Spend, Stage, StageResult
 from pipelines.stages import STAGES
+from privacy.randomness import REPRODUCIBLE, SECURE, noise_description
 
 EVALUATE_MODES = ("each", "last", "none")
 VERSION = "0.1.0"
@@ -63,8 +73,19 @@ def build_context(config: Config, run_dir: Path, reporter: Reporter) -> RunConte
 
 
 def run_pipeline(
-    names: list[str], *, config: Config, run_dir: Path, reporter: Reporter | None = None
+    names: list[str],
+    *,
+    config: Config,
+    run_dir: Path,
+    reporter: Reporter | None = None,
+    rerun_dp: bool = False,
 ) -> dict[str, Any]:
+    """Run (or resume) the stages in run_dir and return the summary.
+
+    rerun_dp: allow a DP stage that already released a model in this run dir to run again
+    (its outputs changed or are gone); its earlier releases are then composed in the ledger.
+    Without it such a stage is refused: fresh noise on the same members is a second release.
+    """
     reporter = reporter or Reporter()
     stages = plan(names, config)
     ctx = build_context(config, run_dir, reporter)
@@ -82,14 +103,15 @@ def run_pipeline(
     for position, stage in enumerate(stages, start=1):
         reporter.info(f"[bold][{position}/{len(stages)}] {stage.name}[/bold]")
         ctx.stage_dir = run_dir / stage_dir_name(position, stage.name)
-        record, result = _run_or_reuse(ctx, stage, previous.get(position))
+        record, result = _run_or_reuse(ctx, stage, previous.get(position), rerun_dp=rerun_dp)
         records.append(record)
-        _advance(ctx, stage, result, ledger)
+        earlier = [r.spend for r in earlier_releases(run_dir, position, stage.name, record)]
+        _advance(ctx, stage, result, ledger, earlier)
+        write_json(run_dir / "manifest.json", {"stages": records})
+        write_json(run_dir / "ledger.json", ledger.to_dict())
         measured = _measure(ctx, position == len(stages) or stage.name == "evaluate")
         write_json(ctx.stage_dir / "metrics.json", {"stage": result.metrics, **measured})
         entries.append(_summary_entry(ctx, stage, record, measured))
-        write_json(run_dir / "manifest.json", {"stages": records})
-        write_json(run_dir / "ledger.json", ledger.to_dict())
     summary = {"run": _run_info(config), "stages": entries, "ledger": ledger.to_dict()}
     write_json(run_dir / "summary.json", summary)
     return summary
@@ -130,26 +152,45 @@ def _input_hashes(ctx: RunContext, stage: Stage) -> dict[str, str]:
 
 
 def _run_or_reuse(
-    ctx: RunContext, stage: Stage, old: dict[str, Any] | None
+    ctx: RunContext, stage: Stage, old: dict[str, Any] | None, *, rerun_dp: bool
 ) -> tuple[dict[str, Any], StageResult]:
     inputs = _input_hashes(ctx, stage)
     reused = _reusable(ctx, stage, old, inputs)
     if reused is not None and old is not None:
         ctx.reporter.info("  reusing the outputs of an earlier run (hashes match)")
         return old, reused
+    position = int(ctx.stage_dir.name[:2])
+    released = read_releases(ctx.run_dir, position, stage.name)
+    if released and not rerun_dp:
+        raise PrivcompError(
+            f"stage '{stage.name}' already released a DP model of the members in {ctx.run_dir} "
+            "and its outputs are gone or changed; running it again with fresh noise would be a "
+            "second release. Restore its files, or pass --rerun-dp to run it again and compose "
+            "every earlier release in the ledger"
+        )
+    if released:
+        ctx.reporter.info(
+            f"  [bold]re-running a DP stage:[/bold] {len(released)} earlier release(s) of the "
+            "members are composed into its ε"
+        )
     if ctx.stage_dir.exists():
         shutil.rmtree(ctx.stage_dir)  # an incomplete or outdated attempt of this same run
     ctx.stage_dir.mkdir(parents=True)
     start = time.perf_counter()
     result = stage.run(ctx)
-    record = {
-        "position": int(ctx.stage_dir.name[:2]),
+    seconds = round(time.perf_counter() - start, 3)
+    outputs = {k: artifact_hash(k, p) for k, p in result.outputs.items()}
+    record: dict[str, Any] = {
+        "position": position,
         "name": stage.name,
         "status": "done",
-        "seconds": round(time.perf_counter() - start, 3),
+        # A private search's wall time would reveal its number of repetitions.
+        "seconds": None if getattr(stage, "conceals_duration", False) else seconds,
         "inputs": inputs,
-        "outputs": {k: artifact_hash(k, p) for k, p in result.outputs.items()},
+        "outputs": outputs,
     }
+    if result.spend.kind == "dp":  # logged before anything else: the release happened
+        append_release(ctx.run_dir, Release(position, stage.name, result.spend, outputs))
     write_json(ctx.stage_dir / "result.json", _result_to_json(ctx, result))
     return record, result
 
@@ -162,7 +203,9 @@ def _reusable(
         return None
     result = _result_from_json(ctx, read_json(result_file))
     for name, path in result.outputs.items():
-        if not path.exists() or artifact_hash(name, path) != old["outputs"].get(name):
+        if not all(f.is_file() for f in artifact_files(name, path)):
+            return None
+        if artifact_hash(name, path) != old["outputs"].get(name):
             return None
     return result
 
@@ -185,11 +228,13 @@ def _result_from_json(ctx: RunContext, data: dict[str, Any]) -> StageResult:
     return StageResult(outputs, Spend(**data["spend"]), data["metrics"])
 
 
-def _advance(ctx: RunContext, stage: Stage, result: StageResult, ledger: Ledger) -> None:
+def _advance(
+    ctx: RunContext, stage: Stage, result: StageResult, ledger: Ledger, earlier: list[Spend]
+) -> None:
     ctx.artifacts.update(result.outputs)
     if result.outputs:
         ctx.latest = list(result.outputs)[-1]
-    ctx.guarantee = ledger.record(stage.name, result.spend)
+    ctx.guarantee = ledger.record(stage.name, result.spend, earlier=earlier)
     ctx.history.append(stage.name)
 
 
@@ -228,9 +273,12 @@ def _summary_entry(
 
 def _run_info(config: Config) -> dict[str, Any]:
     run = config["run"]
+    mode = REPRODUCIBLE if run["reproducible_noise"] else SECURE
     return {
         "dataset": run["dataset"],
         "model": run["model"],
         "seed": run["seed"],
         "version": VERSION,
+        "noise": mode,
+        "noise_note": noise_description(mode),
     }

@@ -7,9 +7,8 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-
-def _fmt_eps(epsilon: float | None) -> str:
-    return "inf" if epsilon is None else f"{epsilon:.3g}"
+from privacy.accounting import format_epsilon
+from privacy.randomness import REPRODUCIBLE
 
 
 def _strongest(attacks: dict[str, dict[str, Any]]) -> tuple[str, str]:
@@ -31,12 +30,16 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for column in columns:
         left = column == "stage"
         table.add_column(column, justify="left" if left else "right", no_wrap=True)
-    table.caption = "AUC, TPR@.1% (FPR): the strongest attack per stage; all in summary.json"
+    table.caption = (
+        "ε rounded up; AUC, TPR@.1% (FPR): the strongest attack per stage; all in summary.json"
+    )
+    if run.get("noise") == REPRODUCIBLE:
+        table.caption += f"\n[bold red]warning: {run['noise_note']}[/bold red]"
     for entry in summary["stages"]:
         auc, tpr = _strongest(entry["attacks"])
         table.add_row(
             entry["name"],
-            _fmt_eps(entry["privacy"]["epsilon"]),
+            format_epsilon(entry["privacy"]["epsilon"]),
             f"{entry['utility']['test_accuracy']:.3f}",
             f"{entry['size']['params']:,}",
             f"{entry['size'].get('macs', 0) / 1e6:.2f}M",

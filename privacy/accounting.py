@@ -11,11 +11,13 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import ROUND_CEILING, Decimal
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
+from scipy import optimize, stats
 
 ACCOUNTANTS: tuple[str, ...] = ("prv", "rdp")
 
@@ -27,6 +29,21 @@ PRV_MAX_GRID = 1 << 22
 MAX_NOISE_MULTIPLIER = 1e6
 CALIBRATION_RTOL = 2e-3  # stop when the σ bracket is this narrow (relative) ...
 CALIBRATION_ETOL = 5e-3  # ... or when ε(σ) is this close below the target (relative)
+
+
+def format_epsilon(epsilon: float | None, *, digits: int = 3) -> str:
+    """ε for people: rounded UP to `digits` significant digits, so that a printed bound is never
+    below the accountant's (".3g" would print a bound of 2.9949 as "2.99"). None or ∞: "inf".
+    Stored values stay exact; only their display is rounded."""
+    if epsilon is None or not math.isfinite(epsilon):
+        return "inf"
+    if epsilon <= 0:
+        return "0"
+    value = Decimal(repr(float(epsilon)))  # the shortest decimal that is exactly this float
+    step = Decimal(1).scaleb(value.adjusted() - digits + 1)
+    rounded = value.quantize(step, rounding=ROUND_CEILING)
+    text = f"{rounded:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _check_common(*, delta: float, sample_rate: float, accountant: str) -> None:
@@ -247,3 +264,28 @@ def max_steps_within_budget(
         else:
             hi = mid
     return lo
+
+
+def gaussian_epsilon(mu: float, delta: float) -> float:
+    """Tight ε at δ of a μ-GDP mechanism (Dong, Roth & Su 2019, Corollary 2.13): the ε of one
+    full-batch Gaussian step with noise multiplier 1/μ."""
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    if not mu > 0:
+        return 0.0
+    if not math.isfinite(mu):
+        return math.inf
+
+    def gap(eps: float) -> float:
+        return float(
+            stats.norm.cdf(-eps / mu + mu / 2)
+            - math.exp(eps) * stats.norm.cdf(-eps / mu - mu / 2)
+            - delta
+        )
+
+    if gap(0.0) <= 0:
+        return 0.0
+    high = 1.0
+    while gap(high) > 0:  # δ(ε) falls to 0 as ε grows
+        high *= 2
+    return float(optimize.brentq(gap, 0.0, high))

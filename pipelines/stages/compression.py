@@ -37,19 +37,15 @@ from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
 from pipelines.stages.training import ladp_config
 from privacy.ladp import LADPConfig, sampling_plan, train_ladp
+from privacy.randomness import REPRODUCIBLE, SECURE, noise_description, noise_mode
 
+ATTACK_METADATA_NOTE = (
+    "audit statistics of the training data (members vs non-members), not covered by ε"
+)
 FP32_ONNX = "model.onnx"
 INT8_ONNX = "model.int8.onnx"
 FINETUNES = ("none", "ladp", "public")
 CALIBRATION_SOURCES = ("public", "members")
-
-
-def derived_seed(ctx: RunContext, *parts: int) -> int:
-    """A seed for this stage's randomness, independent of the training stage's (which uses the
-    run seed itself): DP noise drawn twice from one seed would not be independent."""
-    position = len(ctx.history) + 1
-    state = np.random.SeedSequence([ctx.seed, position, *parts]).generate_state(1)
-    return int(state[0])
 
 
 def _version() -> str:
@@ -158,6 +154,7 @@ class Prune(Stage):
             "dataset": "members",
             "lineage": "continue",
             "target_epsilon": target,
+            "noise": noise_mode(ctx.noise_seed(0)),
         }
         return Spend(kind="dp", epsilon=own, delta=delta, details=details)
 
@@ -185,7 +182,8 @@ class Prune(Stage):
                     x,
                     y,
                     config=config,
-                    seed=derived_seed(ctx, step),
+                    seed=ctx.derived_seed(step),
+                    noise_seed=ctx.noise_seed(step),
                     progress=progress,
                     public_x=public_x,
                     public_y=public_y,
@@ -212,7 +210,7 @@ class Prune(Stage):
                     epochs=int(self.config["finetune_epochs"]),
                     batch_size=int(train.get("batch_size", 64)),
                     lr=lr,
-                    seed=derived_seed(ctx, step),
+                    seed=ctx.derived_seed(step),
                     progress=progress,
                 )
 
@@ -329,24 +327,30 @@ def onnx_metadata(
 ) -> dict[str, str]:
     """Properties carried inside the ONNX file, so a deployed model says what it promises.
 
-    Every value is JSON (null for unknown or not private). The attack numbers are the auditor's
-    measurement of the artifact this file was made from; they are statistics of the members
-    that ε does not cover, so `export.attack_metadata = false` leaves them out.
+    Every value is JSON (null for unknown or not private). Nothing here is computed from the
+    members except through a DP mechanism ε covers (the weights' guarantee itself; test accuracy
+    reads the test split), unless the user turns on `export.attack_metadata`: the auditor's
+    attack numbers are statistics of the members that ε does not cover, and then the file says
+    so under privcomp.attack.note.
     """
     eps = guarantee.epsilon if guarantee else None
+    mode = REPRODUCIBLE if ctx.reproducible_noise else SECURE
     meta: dict[str, Any] = {
         "privcomp.version": _version(),
         "privcomp.dataset": ctx.dataset.name,
         "privcomp.epsilon": eps,
         "privcomp.delta": guarantee.delta if guarantee and eps is not None else None,
         "privcomp.accountant": guarantee.accountant if guarantee and eps is not None else None,
+        "privcomp.noise": mode,
+        "privcomp.noise_note": noise_description(mode),
         "privcomp.stages": [*ctx.history, stage],
         "privcomp.test_accuracy": test_accuracy,
     }
-    if bool(ctx.config.get("export", {}).get("attack_metadata", True)):
+    if bool(ctx.config["export"]["attack_metadata"]):
         attack = attack or {}
         meta.update(
             {
+                "privcomp.attack.note": ATTACK_METADATA_NOTE,
                 "privcomp.attack.auc": attack.get("auc"),
                 "privcomp.attack.auc_attack": attack.get("auc_attack"),
                 "privcomp.attack.tpr_at_0_1pct_fpr": attack.get("tpr_at_0_1pct_fpr"),

@@ -174,13 +174,15 @@ def variant_logits(target: Target, variants: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """How a reference is trained: Adam as in `train`, or LADP (settings of train-ladp)."""
+    """How a reference is trained: Adam as in `train`, or a DP engine as the target was
+    (`dp`: LADPConfig fields, `engine`: privacy.engines name, e.g. "ladp" or "dp-sgd")."""
 
     epochs: int
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
-    ladp: dict[str, Any] | None = None  # LADPConfig fields: train like a train-ladp target
+    dp: dict[str, Any] | None = None
+    engine: str = "ladp"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,6 +200,7 @@ class ReferenceJob:
     recipe: TrainRecipe
     out_dir: str
     augment: str = "none"
+    public: tuple[np.ndarray, np.ndarray] | None = None  # for a DP recipe's allocation
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,12 +216,24 @@ def train_reference(job: ReferenceJob) -> ReferenceResult:
     kwargs = {**job.arch["kwargs"], "in_shape": tuple(job.arch["kwargs"]["in_shape"])}
     model = seeded_model(job.arch["name"], seed=job.init_seed, **kwargs)
     x, y, r = job.x[job.mask], job.y[job.mask], job.recipe
-    if r.ladp is not None:
-        from privacy.ladp import LADPConfig, train_ladp
+    if r.dp is not None:
+        from privacy.engines import build_engine, unbounded
+        from privacy.ladp import LADPConfig
 
         known = {f.name for f in fields(LADPConfig)}
-        config = LADPConfig(**{k: v for k, v in r.ladp.items() if k in known})
-        model = train_ladp(model, x, y, config=config, seed=job.train_seed).model
+        config = unbounded(LADPConfig(**{k: v for k, v in r.dp.items() if k in known}), len(x))
+        # The auditor's model, never released: its noise may come from the recorded seed.
+        engine = build_engine(
+            r.engine,
+            model,
+            x,
+            y,
+            config=config,
+            seed=job.train_seed,
+            noise_seed=job.train_seed,
+            public=job.public,
+        )
+        model = engine.run().model
     else:
         fit(
             model,
@@ -249,10 +264,12 @@ def train_references(
     executor: Executor | None = None,
     progress: ProgressFn | None = None,
     pool: np.ndarray | None = None,
+    public: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ReferenceSet:
     """Train k references on halves of the pool (x, y) and save the set in `directory`.
 
-    `pool` (optional) records which data set examples the pool positions are.
+    `pool` (optional) records which data set examples the pool positions are; `public` feeds a
+    DP recipe's per-layer allocation (LADP), as the target's stage used it.
     """
     from pipelines.executors import SerialExecutor
 
@@ -270,6 +287,7 @@ def train_references(
             recipe=recipe,
             out_dir=str(directory / ref_name(i)),
             augment=augment,
+            public=public,
         )
         for i in range(k)
     ]

@@ -39,6 +39,7 @@ from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.executors import EXECUTORS, Executor, make_executor
 from pipelines.rundir import write_json
+from privacy.search import SearchSpace
 
 REFERENCE_DIR = Path("references")
 RECIPE = "recipe.json"
@@ -161,7 +162,9 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
     """The references' recipe and a one-line description of it.
 
     "train": Adam with the [train] settings for evaluate.shadow_epochs (cheap, the default);
-    "target": the recipe of the run's training stage, LADP included.
+    "target": the recipe of the run's training stage. For a DP stage that is its engine and
+    settings, the candidate a private search chose, and the noise multiplier the target was
+    trained with (read from the ledger), so that each reference step is the target's mechanism.
     """
     cfg, train = ctx.config["evaluate"], ctx.config["train"]
     adam = TrainRecipe(
@@ -173,9 +176,6 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
     if cfg["reference_recipe"] == "train":
         return adam, "train"
     trained_by = next((s for s in ctx.history if s in TRAINING_STAGES), "train")
-    if trained_by == "train-ladp":
-        ladp = dict(ctx.config["train-ladp"])
-        return TrainRecipe(epochs=int(ladp["epochs"]), ladp=ladp), "target (train-ladp)"
     if trained_by == "train":
         return TrainRecipe(
             epochs=int(train["epochs"]),
@@ -183,7 +183,19 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
             lr=adam.lr,
             weight_decay=adam.weight_decay,
         ), "target (train)"
-    raise PrivcompError(f"evaluate.reference_recipe 'target' does not support {trained_by} yet")
+    space = SearchSpace.from_section(ctx.config[trained_by])
+    dp = space.released_settings(_training_spend(ctx, trained_by))
+    engine = "dp-sgd" if trained_by == "train-dpsgd" else "ladp"
+    return TrainRecipe(epochs=int(dp["epochs"]), dp=dp, engine=engine), f"target ({trained_by})"
+
+
+def _training_spend(ctx: RunContext, stage: str) -> dict[str, Any]:
+    """The details of the training stage's spend in the run's ledger."""
+    entries = ctx.ledger.entries if ctx.ledger is not None else []
+    found = [e for e in entries if e["stage"] == stage and e["kind"] == "dp"]
+    if not found:
+        raise PrivcompError(f"evaluate: no ledger entry of '{stage}' to train references like")
+    return dict(found[-1])
 
 
 def _pool_digest(indices: np.ndarray) -> str:
@@ -246,6 +258,7 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
                 executor=executor,
                 progress=progress,
                 pool=candidates.indices,
+                public=ctx.split("public") if recipe.dp is not None else None,
             )
         timing = {
             "wall_seconds": round(time.perf_counter() - start, 3),

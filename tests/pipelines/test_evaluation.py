@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ from pipelines.evaluation import (
     train_recipe,
 )
 from pipelines.executors import LocalExecutor, SerialExecutor, make_executor
+from pipelines.ledger import Ledger
 from pipelines.progress import Reporter
+from pipelines.stages import STAGES
 from tests.conftest import TINY
 
 ATTACK_KEYS = {
@@ -157,12 +160,32 @@ def test_mirror_passes_the_references_through_prune_and_quantize(tmp_path: Path)
     np.testing.assert_array_equal(again.logits, pruned)
 
 
-def test_reference_recipe_target_follows_the_training_stage(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, 'evaluate.reference_recipe="target"')
-    ctx.history = ["train-ladp", "prune"]
+@pytest.mark.parametrize(
+    ("stage", "engine", "extra"),
+    [
+        ("train-ladp", "ladp", []),
+        ("train-dpsgd", "dp-sgd", []),
+        ("train-ladp", "ladp", ["train-ladp.lr=[0.05, 0.2]"]),  # a private search
+    ],
+)
+def test_reference_recipe_target_follows_the_training_stage(
+    tmp_path: Path, stage: str, engine: str, extra: list[str]
+) -> None:
+    """References trained like the target: its engine, settings, the candidate a search chose
+    and the noise multiplier it trained with (from the ledger)."""
+    ctx = make_ctx(tmp_path, 'evaluate.reference_recipe="target"', *extra)
+    planned = STAGES[stage](ctx.config[stage]).planned_spend(ctx, Ledger())
+    chosen = {"lr": 0.2} if extra else {}
+    details = {**planned.details, "chosen": chosen} if extra else planned.details
+    ctx.ledger = Ledger()
+    ctx.ledger.record(stage, replace(planned, details=details))
+    ctx.history = [stage, "prune"]
     recipe, described = train_recipe(ctx)
-    assert described == "target (train-ladp)" and recipe.ladp is not None
-    assert recipe.ladp["epsilon"] == ctx.config["train-ladp"]["epsilon"]
+    assert described == f"target ({stage})" and recipe.dp is not None
+    assert recipe.engine == engine
+    assert recipe.dp["noise_multiplier"] == planned.details["noise_multiplier"]
+    assert recipe.dp["lr"] == (0.2 if extra else ctx.config[stage]["lr"])
+    assert recipe.dp["allocation" if stage == "train-ladp" else "epsilon"] is not None
     ctx.history = ["train"]
     recipe, _ = train_recipe(ctx)
     assert recipe == TrainRecipe(epochs=3, batch_size=64, lr=1e-3)  # TINY's [train]

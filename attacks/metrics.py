@@ -186,15 +186,16 @@ def epsilon_lower_bound(
     false_negatives: int,
     n_positives: int,
     delta: float,
+    confidence: float = CP_CONFIDENCE,
 ) -> float:
     """Empirical ε lower bound of Jagielski et al. 2020 from one attack's error counts.
 
     An (ε, δ)-DP mechanism forces FPR + e^ε FNR >= 1 - δ and FNR + e^ε FPR >= 1 - δ, so upper
     confidence bounds on both error rates turn into a lower bound on ε that holds with high
-    probability (each bound at CP_CONFIDENCE).
+    probability (each bound at `confidence`).
     """
-    fpr_hi = clopper_pearson_upper(false_positives, n_negatives)
-    fnr_hi = clopper_pearson_upper(false_negatives, n_positives)
+    fpr_hi = clopper_pearson_upper(false_positives, n_negatives, confidence=confidence)
+    fnr_hi = clopper_pearson_upper(false_negatives, n_positives, confidence=confidence)
     candidates = [0.0]
     for num, den in ((1.0 - delta - fnr_hi, fpr_hi), (1.0 - delta - fpr_hi, fnr_hi)):
         if num > 0.0 and den > 0.0:

@@ -1,0 +1,311 @@
+"""`pipeline audit RUN_DIR`: an empirical audit of the DP mechanism a run's training stage ran.
+
+Both worlds run the run's own engine (privacy.audit: the stage's engine, settings, allocation
+schedule and initial weights, with the (σ, q) the ledger recorded) for a few steps, many times
+with fresh noise: the members alone, and the members plus a white-box gradient canary that is in
+every step's batch. The canary is in every batch, so the claim to test is the accountant's ε for
+those steps at q = 1. From the released parameters' displacement along the canary's direction in
+each group (and their likelihood-ratio combination) the audit computes, per statistic:
+
+- a Clopper–Pearson ε lower bound (Jagielski et al. 2020): the threshold is chosen on one half of
+  the trials, the error rates are bounded on the other half;
+- a GDP-based bound: μ̂ = (mean_with − mean_without) / sd, its lower confidence bound, and the
+  tight ε of that μ at δ (valid while the statistic is Gaussian, which it is for Gaussian noise
+  in the few-step, nearly linear regime; otherwise it is an estimate).
+
+The confidence (95% by default) is for the whole family: Bonferroni over every statistic and both
+bounds. The audit fails (`pipeline audit` exits with 3) when any lower bound exceeds the claim: a
+broken mechanism or a broken claim.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from attacks.metrics import epsilon_lower_bound
+from pipelines.config import Config, load_config
+from pipelines.context import RunContext
+from pipelines.data import Splits
+from pipelines.errors import PrivcompError
+from pipelines.executors import make_executor
+from pipelines.progress import Reporter
+from pipelines.rundir import read_json, write_json
+from pipelines.stages import STAGES
+from privacy.accounting import compute_epsilon, format_epsilon, gaussian_epsilon
+from privacy.audit import TrialJob, TrialResult, run_trials, trial_seeds
+from privacy.randomness import REPRODUCIBLE, SECURE
+from privacy.search import SearchSpace
+
+AUDIT_FILE = "audit.json"
+CONFIDENCE = 0.95
+DEFAULT_TRIALS = 250  # per world
+DEFAULT_STEPS = 2
+AUDIT_SEED_KEY = 0xA0D17  # the audit's public randomness (canary directions), from the run seed
+COMBINED = "combined"
+
+
+@dataclass(frozen=True)
+class StatisticBounds:
+    """One test statistic's ε bounds (each at the Bonferroni-corrected level)."""
+
+    name: str  # a group name, or "combined" (the likelihood-ratio weighting of all groups)
+    cp_lower_bound: float
+    gdp_lower_bound: float
+    gdp_estimate: float
+    mu_estimate: float
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    run_dir: str
+    stage: str
+    engine: str
+    noise_multiplier: float
+    sample_rate: float  # of the members; the canary is in every batch (q = 1)
+    steps: int
+    trials: int  # per world
+    delta: float
+    accountant: str
+    claimed_epsilon: float  # the accountant's ε for `steps` steps at q = 1
+    confidence: float
+    cp_epsilon_lower_bound: float
+    gdp_epsilon_lower_bound: float
+    gdp_epsilon_estimate: float  # the combined statistic's point estimate
+    passed: bool
+    noise: str
+    seconds: float
+    statistics: list[StatisticBounds] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        verdict = "passed" if self.passed else "FAILED: a lower bound exceeds the claim"
+        return (
+            f"audit {verdict}: ε lower bound {self.cp_epsilon_lower_bound:.2f} "
+            f"(Clopper–Pearson) / {self.gdp_epsilon_lower_bound:.2f} (GDP), GDP estimate "
+            f"{self.gdp_epsilon_estimate:.2f}, claimed ε {format_epsilon(self.claimed_epsilon)} "
+            f"for {self.steps} steps at q = 1 (σ = {self.noise_multiplier:.3g}, "
+            f"{self.trials} trainings per world, {self.confidence:.0%} overall)"
+        )
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+
+def threshold_epsilon(
+    out: np.ndarray, inn: np.ndarray, *, delta: float, confidence: float
+) -> float:
+    """Clopper–Pearson ε lower bound of the test "canary present when the statistic > t": t is
+    the threshold whose bound is best on the first half of each sample, and the bound reported
+    counts the errors on the second half (choosing t on the same trials would bias it up)."""
+    h_out, h_in = len(out) // 2, len(inn) // 2
+    if min(h_out, h_in) < 1:
+        raise ValueError("the audit needs at least 2 trials per world")
+
+    def bound(o: np.ndarray, i: np.ndarray, t: float) -> float:
+        return epsilon_lower_bound(
+            false_positives=int(np.sum(o > t)),
+            n_negatives=len(o),
+            false_negatives=int(np.sum(i <= t)),
+            n_positives=len(i),
+            delta=delta,
+            confidence=confidence,
+        )
+
+    choose_out, choose_in = out[:h_out], inn[:h_in]
+    candidates = np.unique(np.concatenate([choose_out, choose_in]))
+    t = max(candidates, key=lambda c: bound(choose_out, choose_in, float(c)))
+    return bound(out[h_out:], inn[h_in:], float(t))
+
+
+def gdp_bounds(
+    out: np.ndarray, inn: np.ndarray, *, delta: float, alpha: float
+) -> tuple[float, float, float]:
+    """(ε of μ̂, ε of μ̂'s lower 1 − alpha confidence bound, μ̂) of the standardised mean shift."""
+    n_out, n_in = len(out), len(inn)
+    sd = math.sqrt((out.var(ddof=1) + inn.var(ddof=1)) / 2)
+    if not sd > 0:
+        mu = math.inf if inn.mean() > out.mean() else 0.0
+        return gaussian_epsilon(mu, delta), gaussian_epsilon(mu, delta), mu
+    mu = float((inn.mean() - out.mean()) / sd)
+    # Standard error of a standardised mean difference (Hedges & Olkin 1985).
+    se = math.sqrt((n_out + n_in) / (n_out * n_in) + mu**2 / (2 * (n_out + n_in)))
+    lower = mu - float(stats.norm.ppf(1 - alpha)) * se
+    return gaussian_epsilon(mu, delta), gaussian_epsilon(lower, delta), mu
+
+
+def audit_statistics(
+    out: np.ndarray,
+    inn: np.ndarray,
+    *,
+    names: list[str],
+    weights: np.ndarray,
+    delta: float,
+    confidence: float = CONFIDENCE,
+) -> list[StatisticBounds]:
+    """Bounds of every group's statistic and of their weighted combination; `out`, `inn` are
+    (trials, groups) displacements, `weights` the likelihood-ratio weight of each group."""
+    columns = {name: (out[:, i], inn[:, i]) for i, name in enumerate(names)}
+    columns[COMBINED] = (out @ weights, inn @ weights)
+    alpha = (1 - confidence) / (2 * len(columns))  # Bonferroni: CP and GDP of each statistic
+    found = []
+    for name, (o, i) in columns.items():
+        # The CP bound is two one-sided bounds (FPR and FNR): alpha/2 each.
+        cp = threshold_epsilon(o, i, delta=delta, confidence=1 - alpha / 2)
+        estimate, lower, mu = gdp_bounds(o, i, delta=delta, alpha=alpha)
+        found.append(StatisticBounds(name, cp, lower, estimate, mu))
+    return found
+
+
+def likelihood_weights(result: TrialResult) -> np.ndarray:
+    """Weight of group l in the combined statistic: shift C_l over noise variance (σ_l C_l)²,
+    σ_l = σ_eff / sqrt(w_l), the claimed noise (if the claim is true this is the optimal test)."""
+    sigma = result.noise_multiplier
+    return np.array([g.weight / (sigma**2 * g.clip_norm) for g in result.groups], dtype=float)
+
+
+# ---- the run's mechanism ------------------------------------------------------------------------
+
+
+def _read_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
+    config_file, ledger_file = run_dir / "config.toml", run_dir / "ledger.json"
+    if not config_file.is_file() or not ledger_file.is_file():
+        raise PrivcompError(f"{run_dir} is not a privcomp run directory (no config.toml/ledger)")
+    return load_config(config_file), read_json(ledger_file)
+
+
+def _training_entry(ledger: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The ledger entry of the run's DP training stage, and its engine (privacy.engines)."""
+    for entry in ledger["stages"]:
+        engine = getattr(STAGES.get(entry["stage"]), "engine", None)
+        if entry["kind"] == "dp" and isinstance(engine, str):
+            return dict(entry), engine
+    raise PrivcompError(
+        "pipeline audit tests a DP training stage (train-ladp or train-dpsgd): this run has none"
+    )
+
+
+def audit_run(
+    run_dir: Path,
+    *,
+    trials: int = DEFAULT_TRIALS,
+    steps: int = DEFAULT_STEPS,
+    workers: int = 2,
+    executor: str = "local",
+    confidence: float = CONFIDENCE,
+    reporter: Reporter | None = None,
+) -> AuditReport:
+    """Audit the run's training mechanism; write audit.json into the run dir."""
+    from pipelines.runner import build_context
+
+    if trials < 4 or steps < 1 or not 0 < confidence < 1:
+        raise PrivcompError("audit: need trials >= 4, steps >= 1 and 0 < confidence < 1")
+    reporter = reporter or Reporter()
+    config, ledger = _read_run(run_dir)
+    entry, engine = _training_entry(ledger)
+    ctx = build_context(config, run_dir, reporter)
+    recorded = Splits.from_json((run_dir / "splits.json").read_text())
+    if recorded.to_json() != ctx.splits.to_json():
+        raise PrivcompError(f"{run_dir}/splits.json does not match the run's configuration")
+    stage = entry["stage"]
+    settings = SearchSpace.from_section(config[stage]).released_settings(entry)
+    jobs = _jobs(ctx, engine, settings, trials=trials, steps=steps, workers=workers)
+    start = time.perf_counter()
+    runner = make_executor(executor, workers=workers)
+    with reporter.task(f"audit: {2 * trials} short trainings of {stage}") as progress:
+        results = runner.map(run_trials, jobs, progress=progress)
+    seconds = time.perf_counter() - start
+    first = results[0]
+    if not math.isclose(first.sample_rate, float(entry["sample_rate"]), rel_tol=1e-12):
+        raise PrivcompError("audit: the engine's sampling rate differs from the run's ledger")
+    out = np.concatenate(
+        [r.displacements for j, r in zip(jobs, results, strict=True) if not j.canary]
+    )
+    inn = np.concatenate([r.displacements for j, r in zip(jobs, results, strict=True) if j.canary])
+    names = [g.name for g in first.groups]
+    delta, accountant = float(entry["delta"]), str(settings.get("accountant", "prv"))
+    found = audit_statistics(
+        out,
+        inn,
+        names=names,
+        weights=likelihood_weights(first),
+        delta=delta,
+        confidence=confidence,
+    )
+    claimed = compute_epsilon(
+        noise_multiplier=first.noise_multiplier,
+        sample_rate=1.0,
+        steps=steps,
+        delta=delta,
+        accountant=accountant,
+    )
+    combined = next(s for s in found if s.name == COMBINED)
+    cp = max(s.cp_lower_bound for s in found)
+    gdp = max(s.gdp_lower_bound for s in found)
+    report = AuditReport(
+        run_dir=str(run_dir),
+        stage=stage,
+        engine=engine,
+        noise_multiplier=first.noise_multiplier,
+        sample_rate=first.sample_rate,
+        steps=steps,
+        trials=trials,
+        delta=delta,
+        accountant=accountant,
+        claimed_epsilon=claimed,
+        confidence=confidence,
+        cp_epsilon_lower_bound=cp,
+        gdp_epsilon_lower_bound=gdp,
+        gdp_epsilon_estimate=combined.gdp_estimate,
+        passed=max(cp, gdp) <= claimed,
+        noise=REPRODUCIBLE if ctx.reproducible_noise else SECURE,
+        seconds=round(seconds, 1),
+        statistics=found,
+    )
+    write_json(run_dir / AUDIT_FILE, report.to_dict())
+    return report
+
+
+def _jobs(
+    ctx: RunContext,
+    engine: str,
+    settings: dict[str, Any],
+    *,
+    trials: int,
+    steps: int,
+    workers: int,
+) -> list[TrialJob]:
+    """Trials split into a few jobs per world, the worlds interleaved so that both see the
+    same machine load."""
+    x, y = ctx.split("members")
+    noise = ctx.derived_seed(AUDIT_SEED_KEY) if ctx.reproducible_noise else None
+    chunks = max(1, min(trials, 2 * workers))
+    jobs = []
+    for world in (0, 1):
+        seeds = trial_seeds(noise, world, trials)
+        for part in np.array_split(np.arange(trials), chunks):
+            jobs.append(
+                TrialJob(
+                    engine=engine,
+                    config=settings,
+                    arch=ctx.model_arch(),
+                    init_seed=ctx.seed,
+                    seed=ctx.seed,
+                    x=x,
+                    y=y,
+                    public=ctx.split("public"),
+                    canary=bool(world),
+                    steps=steps,
+                    noise_seeds=tuple(seeds[i] for i in part),
+                    direction_seed=ctx.derived_seed(AUDIT_SEED_KEY, 1),
+                )
+            )
+    return [j for pair in zip(jobs[:chunks], jobs[chunks:], strict=True) for j in pair]

@@ -85,7 +85,14 @@ def test_torch_and_onnx_targets_give_the_same_scores(game: Game, tmp_path: Path)
     for name in ATTACKS:
         for side in ("members", "nonmembers"):
             a, b = getattr(by_torch[name], side), getattr(by_onnx[name], side)
-            np.testing.assert_allclose(a, b, rtol=0, atol=1e-4, err_msg=name)
+            # The two backends sum float32 logits in different orders, so they agree to a few
+            # ulps (float32: ~7 significant digits, eps 1.2e-7), and each score keeps about that
+            # relative precision: LiRA's log-likelihood ratios reach -1.6e4 (a std floor of
+            # 1e-2 squares a phi gap of ~2 into 2e4), where 1e-4 absolute would ask for 9 digits.
+            # rtol 1e-5 leaves ~50x the observed 2e-7; atol 1e-4 covers scores near 0.
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=name)
+        # Exact on purpose: every threshold is fitted on the reference models' outputs only,
+        # which are the same arrays for both targets.
         assert by_torch[name].threshold == by_onnx[name].threshold
 
 

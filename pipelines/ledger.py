@@ -422,13 +422,14 @@ class Ledger:
 
     # -- the budget
 
-    def admit(self, stage: str, planned: Spend) -> None:
-        """Refuse (PrivcompError) a stage whose planned spend would pass the budget."""
+    def admit(self, stage: str, planned: Spend, *, earlier: Sequence[Spend] = ()) -> None:
+        """Refuse (PrivcompError) a stage whose planned spend (with its earlier releases, for a
+        forced re-run) would pass the budget."""
         cap = self.budget.epsilon
         if cap is None or planned.kind == "post-processing":
             return
         trial = self._clone()
-        trial.record(stage, planned)
+        trial.record(stage, planned, earlier=earlier)
         name = str(planned.details.get("dataset", DEFAULT_DATASET))
         total = trial.dataset_total(name)
         if total.epsilon is None:

@@ -18,7 +18,7 @@ from pipelines.context import RunContext
 from pipelines.data import Splits, load_dataset, make_splits
 from pipelines.errors import PrivcompError
 from pipelines.evaluation import measure_artifact
-from pipelines.ledger import Budget, Ledger, check_budget
+from pipelines.ledger import Budget, Ledger, check_budget, plan_spend
 from pipelines.progress import Reporter
 from pipelines.rundir import (
     Release,
@@ -169,6 +169,10 @@ def _run_or_reuse(
             "every earlier release in the ledger"
         )
     if released:
+        assert ctx.ledger is not None
+        planned = plan_spend(stage, ctx, ctx.ledger)
+        if planned is not None:  # the budget must pay for every release, the lost ones too
+            ctx.ledger.admit(stage.name, planned, earlier=[r.spend for r in released])
         ctx.reporter.info(
             f"  [bold]re-running a DP stage:[/bold] {len(released)} earlier release(s) of the "
             "members are composed into its ε"
@@ -184,8 +188,7 @@ def _run_or_reuse(
         "position": position,
         "name": stage.name,
         "status": "done",
-        # A private search's wall time would reveal its number of repetitions.
-        "seconds": None if getattr(stage, "conceals_duration", False) else seconds,
+        "seconds": None if stage.conceals_duration else seconds,
         "inputs": inputs,
         "outputs": outputs,
     }

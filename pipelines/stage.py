@@ -56,6 +56,12 @@ class Stage(ABC):
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = dict(config)
 
+    @property
+    def conceals_duration(self) -> bool:
+        """True when the stage's wall time would reveal what its DP mechanism keeps secret (a
+        private search's number of repetitions): the runner then records no seconds."""
+        return False
+
     def check(self, ctx: RunContext) -> None:  # noqa: B027 - optional hook
         """Validate settings against the data before any stage runs (raise PrivcompError)."""
 

@@ -96,8 +96,7 @@ class TrainLADP(Stage):
 
     @property
     def conceals_duration(self) -> bool:
-        """A search's wall time would reveal its number of repetitions: it is not recorded."""
-        return self.space().searching
+        return self.space().searching  # a search's wall time would reveal its repetitions
 
     def check(self, ctx: RunContext) -> None:
         space = self.space()

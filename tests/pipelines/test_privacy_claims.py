@@ -37,9 +37,11 @@ from tests.conftest import TINY
 QUIET = [*TINY, 'run.evaluate="none"']
 
 
-def run(run_dir: Path, stages: list[str], *extra: str, **kwargs: Any) -> dict[str, Any]:
+def run(run_dir: Path, stages: list[str], *extra: str, rerun_dp: bool = False) -> dict[str, Any]:
     config = load_config(None, [*QUIET, *extra])
-    return run_pipeline(stages, config=config, run_dir=run_dir, reporter=Reporter(), **kwargs)
+    return run_pipeline(
+        stages, config=config, run_dir=run_dir, reporter=Reporter(), rerun_dp=rerun_dp
+    )
 
 
 def weights(run_dir: Path) -> list[torch.Tensor]:
@@ -99,6 +101,14 @@ def test_a_released_dp_stage_is_never_silently_run_again(tmp_path: Path) -> None
     assert len(releases) == 2
     # Resuming after the forced re-run keeps composing the lost release.
     assert run(tmp_path, ["train-ladp"])["stages"][0]["privacy"]["epsilon"] == eps_twice
+
+
+def test_a_budget_pays_for_the_lost_releases_too(tmp_path: Path) -> None:
+    capped = "budget.epsilon=5.0"  # one run at ε 4 fits, two composed do not
+    run(tmp_path, ["train-ladp"], capped)
+    (tmp_path / "01-train-ladp" / "model.safetensors").unlink()
+    with pytest.raises(PrivcompError, match="budget: stage 'train-ladp' would bring"):
+        run(tmp_path, ["train-ladp"], capped, rerun_dp=True)
 
 
 def test_a_private_search_is_accounted_and_hides_its_repetitions(tmp_path: Path) -> None:

@@ -94,6 +94,10 @@ def test_halved_noise_fails_the_audit(dp_run: Path, monkeypatch: pytest.MonkeyPa
     )
     report = audit(dp_run)
     assert not report["passed"]
+    failed = CliRunner().invoke(
+        app, ["audit", str(dp_run), "--trials", str(TRIALS), "--steps", "1", "--executor", "serial"]
+    )
+    assert failed.exit_code == 3 and "audit FAILED" in failed.output
 
 
 def test_a_group_without_noise_fails_the_audit(

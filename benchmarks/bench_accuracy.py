@@ -22,6 +22,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
+from privacy.accounting import format_epsilon
+
 TITLE = "Accuracy at equal epsilon: LADP vs DP-SGD, the defaults' choice, the private lr search"
 EPSILONS = (1.0, 3.0, 8.0)
 SEARCH_EPSILONS = (3.0, 8.0)
@@ -153,7 +155,9 @@ def _summary(
             cells.append(f"{_mean_std([r['test'] for r in runs])} (lr {best[(m, eps)]:g})")
             printed.append(max(r["epsilon"] for r in runs))
         lines.append(
-            f"| {eps:g} | " + " | ".join(cells) + f" | {' / '.join(f'{p:.2f}' for p in printed)} |"
+            f"| {eps:g} | "
+            + " | ".join(cells)
+            + f" | {' / '.join(format_epsilon(p) for p in printed)} |"
         )
     return "\n".join(lines)
 
@@ -195,7 +199,7 @@ def _search(
         lines.append(
             f"| {eps:g} | {_mean_std(fixed)} (lr {best[(SEARCHED, eps)]:g}) | "
             f"{_mean_std([r['test'] for r in runs])} | {chosen} | "
-            f"{max(r['epsilon'] for r in runs):.2f} |"
+            f"{format_epsilon(max(r['epsilon'] for r in runs))} |"
         )
     return "\n".join(lines)
 

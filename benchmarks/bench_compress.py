@@ -55,6 +55,7 @@ def _train(name: str, config: Any, data: Any, splits: Any) -> tuple[Any, str]:
 
     from models.training import fit
     from models.zoo import seeded_model
+    from privacy.accounting import format_epsilon
     from privacy.ladp import LADPConfig, train_ladp
 
     model = seeded_model(name, seed=0, in_shape=data.in_shape, num_classes=data.num_classes)
@@ -65,9 +66,10 @@ def _train(name: str, config: Any, data: Any, splits: Any) -> tuple[Any, str]:
         cfg = LADPConfig(**{k: v for k, v in config["train-ladp"].items() if k in known})
         public_x, public_y = data.x[splits["public"]], data.y[splits["public"]]
         result = train_ladp(model, x, y, config=cfg, seed=0, public_x=public_x, public_y=public_y)
+        eps = format_epsilon(result.spend.epsilon)
         return model, (
             f"LADP on the {len(x)} members at the [train-ladp] defaults: ε = "
-            f"{result.spend.epsilon:.2f} (δ = {cfg.delta:g}, {cfg.accountant.upper()}), "
+            f"{eps} (δ = {cfg.delta:g}, {cfg.accountant.upper()}), "
             f"{result.steps_taken} steps ({time.perf_counter() - start:.0f} s)"
         )
     steps = int(os.environ.get("PRIVCOMP_BENCH_RESNET_STEPS", "300"))

@@ -36,7 +36,7 @@ from pipelines.data import Splits
 from pipelines.errors import PrivcompError
 from pipelines.executors import make_executor
 from pipelines.progress import Reporter
-from pipelines.rundir import read_json, write_json
+from pipelines.rundir import locked, read_json, write_json
 from pipelines.stages import STAGES
 from privacy.accounting import compute_epsilon, format_epsilon, gaussian_epsilon
 from privacy.audit import TrialJob, TrialResult, run_trials, trial_seeds
@@ -89,9 +89,11 @@ class AuditReport:
     def line(self) -> str:
         verdict = "passed" if self.passed else "FAILED: a lower bound exceeds the claim"
         return (
-            f"audit {verdict}: ε lower bound {self.cp_epsilon_lower_bound:.2f} "
-            f"(Clopper–Pearson) / {self.gdp_epsilon_lower_bound:.2f} (GDP), GDP estimate "
-            f"{self.gdp_epsilon_estimate:.2f}, claimed ε {format_epsilon(self.claimed_epsilon)} "
+            f"audit {verdict}: ε lower bound "
+            f"{format_epsilon(self.cp_epsilon_lower_bound, lower_bound=True)} (Clopper–Pearson) / "
+            f"{format_epsilon(self.gdp_epsilon_lower_bound, lower_bound=True)} (GDP, assumes a "
+            f"Gaussian statistic), GDP estimate {self.gdp_epsilon_estimate:.3g}, claimed ε "
+            f"{format_epsilon(self.claimed_epsilon)} "
             f"for {self.steps} steps at q = 1 (σ = {self.noise_multiplier:.3g}, "
             f"{self.trials} trainings per world, {self.confidence:.0%} overall)"
         )
@@ -204,12 +206,38 @@ def audit_run(
     reporter: Reporter | None = None,
 ) -> AuditReport:
     """Audit the run's training mechanism; write audit.json into the run dir."""
-    from pipelines.runner import build_context
-
     if trials < 4 or steps < 1 or not 0 < confidence < 1:
         raise PrivcompError("audit: need trials >= 4, steps >= 1 and 0 < confidence < 1")
     reporter = reporter or Reporter()
     config, ledger = _read_run(run_dir)
+    with locked(run_dir):  # no run may write the ledger while the audit reads it
+        return _audit(
+            run_dir,
+            config,
+            ledger,
+            trials=trials,
+            steps=steps,
+            workers=workers,
+            executor=executor,
+            confidence=confidence,
+            reporter=reporter,
+        )
+
+
+def _audit(
+    run_dir: Path,
+    config: Config,
+    ledger: dict[str, Any],
+    *,
+    trials: int,
+    steps: int,
+    workers: int,
+    executor: str,
+    confidence: float,
+    reporter: Reporter,
+) -> AuditReport:
+    from pipelines.runner import build_context
+
     entry, engine = _training_entry(ledger)
     ctx = build_context(config, run_dir, reporter)
     recorded = Splits.from_json((run_dir / "splits.json").read_text())

@@ -56,7 +56,10 @@ def run(
         list[str] | None, typer.Option("--set", help="Override one setting: section.key=value")
     ] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (default runs/<id>)")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for splits, init and noise")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the split, init, references and attacks (not of DP noise)"),
+    ] = None,
     evaluate: Annotated[
         str | None, typer.Option(help="Attack the artifact after: each | last | none")
     ] = None,

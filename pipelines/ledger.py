@@ -186,7 +186,7 @@ def calibrate_continuation(
         raise ValueError(f"sample rate must be in (0, 1], got {sample_rate}")
     base = compose(history, delta=delta, accountant=accountant).epsilon
     if base is None or base >= target_epsilon:
-        spent = "infinite" if base is None else f"{base:.4g}"
+        spent = format_epsilon(base, digits=4)
         raise ValueError(
             f"the history already spends epsilon = {spent} >= target {target_epsilon:g}: "
             "no noise multiplier can fit more steps"
@@ -394,6 +394,21 @@ class Ledger:
             {"stage": stage, "kind": spend.kind, **own, **asdict(self.current), **extra}
         )
         return self.current
+
+    def record_elsewhere(self, label: str, spend: Spend) -> None:
+        """A DP release of the members that this pipeline does not build on (another pipeline's
+        stage in the same run dir): it counts in its data set's total, in no artifact's lineage."""
+        name = str(spend.details.get("dataset", DEFAULT_DATASET))
+        self.datasets.setdefault(name, _Account()).add(mechanism_of(spend), spend, self.budget)
+        self.entries.append(
+            {
+                "stage": label,
+                "kind": "earlier-release",
+                "dataset": name,
+                "spend": {"epsilon": spend.epsilon, "delta": spend.delta},
+                "note": "released in this run dir by another pipeline: counted in the total",
+            }
+        )
 
     def _require_lineage(self, stage: str) -> _Account:
         if self.lineage is None:

@@ -34,3 +34,12 @@ class Reporter:
                 bar.update(task_id, completed=done, total=total)
 
             yield update
+
+    @contextmanager
+    def untimed(self, description: str) -> Iterator[None]:
+        """Work whose duration is a secret (a private search's number of repetitions): a
+        spinner with no count and no elapsed time, removed when the work ends."""
+        columns = (TextColumn("  {task.description}"), BarColumn())
+        with Progress(*columns, console=self.console, transient=True) as bar:
+            bar.add_task(description, total=None)
+            yield

@@ -1,19 +1,21 @@
-"""The run directory (DESIGN §7): atomic JSON writes, file hashes, the manifest of stage records,
-and the log of DP releases (releases.json)."""
+"""The run directory (DESIGN §7): atomic JSON writes, file hashes, stage folder names, and the
+lock that keeps a second process out while one writes."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines.stage import Spend
+from pipelines.errors import PrivcompError
 
-RELEASES = "releases.json"
+LOCK = ".lock"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -62,58 +64,25 @@ def stage_dir_name(position: int, stage: str) -> str:
     return f"{position:02d}-{stage}"
 
 
-# ---- the log of DP releases ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Release:
-    """One completed run of a DP stage: the members were released through `spend`. Appended to
-    releases.json and never removed, so that a stage run again after its outputs were lost or
-    replaced composes every earlier release (the old files may be anywhere by now)."""
-
-    position: int
-    stage: str
-    spend: Spend
-    outputs: dict[str, str]  # artifact name -> hash of what this release wrote
-
-    def to_json(self) -> dict[str, Any]:
-        spend = self.spend
-        return {
-            "position": self.position,
-            "stage": self.stage,
-            "outputs": self.outputs,
-            "spend": {
-                "kind": spend.kind,
-                "epsilon": spend.epsilon,
-                "delta": spend.delta,
-                "details": spend.details,
-            },
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Release:
-        return cls(
-            int(data["position"]), str(data["stage"]), Spend(**data["spend"]), data["outputs"]
-        )
-
-
-def read_releases(run_dir: Path, position: int, stage: str) -> list[Release]:
-    """Every logged release of the stage at this position of the run dir, oldest first."""
-    path = run_dir / RELEASES
-    if not path.exists():
-        return []
-    found = [Release.from_json(r) for r in read_json(path)["releases"]]
-    return [r for r in found if r.position == position and r.stage == stage]
-
-
-def append_release(run_dir: Path, release: Release) -> None:
-    path = run_dir / RELEASES
-    logged = read_json(path)["releases"] if path.exists() else []
-    write_json(path, {"releases": [*logged, release.to_json()]})
-
-
-def earlier_releases(
-    run_dir: Path, position: int, stage: str, record: dict[str, Any]
-) -> list[Release]:
-    """The stage's releases other than the one whose outputs the record holds now."""
-    return [r for r in read_releases(run_dir, position, stage) if r.outputs != record["outputs"]]
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run dir's lock (an exclusive flock, released when the process ends, even on
+    kill -9): two processes writing one run would both release the members and race on the
+    ledger and the release log."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = (run_dir / LOCK).open("w")
+    except OSError as exc:
+        raise PrivcompError(f"cannot write to {run_dir}: {exc.strerror}") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PrivcompError(
+                f"{run_dir} is in use by another privcomp process; wait for it to finish "
+                "or pass another --run-dir"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

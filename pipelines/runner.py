@@ -20,16 +20,8 @@ from pipelines.errors import PrivcompError
 from pipelines.evaluation import measure_artifact
 from pipelines.ledger import Budget, Ledger, check_budget, plan_spend
 from pipelines.progress import Reporter
-from pipelines.rundir import (
-    Release,
-    append_release,
-    earlier_releases,
-    read_json,
-    read_releases,
-    stage_dir_name,
-    write_atomic,
-    write_json,
-)
+from pipelines.releases import ReleaseLog
+from pipelines.rundir import locked, read_json, stage_dir_name, write_atomic, write_json
 from pipelines.stage import Spend, Stage, StageResult
 from pipelines.stages import STAGES
 from privacy.randomness import REPRODUCIBLE, SECURE, noise_description
@@ -89,15 +81,24 @@ def run_pipeline(
     reporter = reporter or Reporter()
     stages = plan(names, config)
     ctx = build_context(config, run_dir, reporter)
-    splits = ctx.splits
     for stage in stages:
         stage.check(ctx)  # every setting is checked before anything is written
     check_budget(stages, ctx)  # a run that would pass [budget] is refused before it starts
-    _prepare_run_dir(run_dir, config, splits)
+    with locked(run_dir):
+        return _run_locked(stages, ctx, rerun_dp=rerun_dp)
+
+
+def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict[str, Any]:
+    run_dir, config, reporter = ctx.run_dir, ctx.config, ctx.reporter
+    _prepare_run_dir(run_dir, config, ctx.splits)
     reporter.info(f"run directory: {run_dir}")
     previous = _previous_records(run_dir)
     ledger = Ledger(Budget.from_config(config), warn=reporter.info)
     ctx.ledger = ledger
+    log = ReleaseLog(run_dir)
+    pipeline = {position: stage.name for position, stage in enumerate(stages, start=1)}
+    for release in log.outside(pipeline):  # another pipeline's releases in this run dir
+        ledger.record_elsewhere(stage_dir_name(release.position, release.stage), release.spend)
     records: list[dict[str, Any]] = []
     entries: list[dict[str, Any]] = []
     for position, stage in enumerate(stages, start=1):
@@ -105,7 +106,7 @@ def run_pipeline(
         ctx.stage_dir = run_dir / stage_dir_name(position, stage.name)
         record, result = _run_or_reuse(ctx, stage, previous.get(position), rerun_dp=rerun_dp)
         records.append(record)
-        earlier = [r.spend for r in earlier_releases(run_dir, position, stage.name, record)]
+        earlier = [r.spend for r in log.earlier(position, stage.name, record["outputs"])]
         _advance(ctx, stage, result, ledger, earlier)
         write_json(run_dir / "manifest.json", {"stages": records})
         write_json(run_dir / "ledger.json", ledger.to_dict())
@@ -160,7 +161,9 @@ def _run_or_reuse(
         ctx.reporter.info("  reusing the outputs of an earlier run (hashes match)")
         return old, reused
     position = int(ctx.stage_dir.name[:2])
-    released = read_releases(ctx.run_dir, position, stage.name)
+    log = ReleaseLog(ctx.run_dir)
+    log.settle(position, stage.name, ctx.stage_dir)  # an interrupted attempt that wrote files
+    released = log.at(position, stage.name)
     if released and not rerun_dp:
         raise PrivcompError(
             f"stage '{stage.name}' already released a DP model of the members in {ctx.run_dir} "
@@ -168,11 +171,11 @@ def _run_or_reuse(
             "second release. Restore its files, or pass --rerun-dp to run it again and compose "
             "every earlier release in the ledger"
         )
+    assert ctx.ledger is not None
+    planned = plan_spend(stage, ctx, ctx.ledger)
+    if planned is not None:  # the budget pays for every release, the lost ones too
+        ctx.ledger.admit(stage.name, planned, earlier=[r.spend for r in released])
     if released:
-        assert ctx.ledger is not None
-        planned = plan_spend(stage, ctx, ctx.ledger)
-        if planned is not None:  # the budget must pay for every release, the lost ones too
-            ctx.ledger.admit(stage.name, planned, earlier=[r.spend for r in released])
         ctx.reporter.info(
             f"  [bold]re-running a DP stage:[/bold] {len(released)} earlier release(s) of the "
             "members are composed into its ε"
@@ -180,6 +183,8 @@ def _run_or_reuse(
     if ctx.stage_dir.exists():
         shutil.rmtree(ctx.stage_dir)  # an incomplete or outdated attempt of this same run
     ctx.stage_dir.mkdir(parents=True)
+    if planned is not None and planned.kind == "dp":
+        log.start(position, stage.name, planned)  # logged before the members are read
     start = time.perf_counter()
     result = stage.run(ctx)
     seconds = round(time.perf_counter() - start, 3)
@@ -192,8 +197,8 @@ def _run_or_reuse(
         "inputs": inputs,
         "outputs": outputs,
     }
-    if result.spend.kind == "dp":  # logged before anything else: the release happened
-        append_release(ctx.run_dir, Release(position, stage.name, result.spend, outputs))
+    if result.spend.kind == "dp":
+        log.finish(position, stage.name, result.spend, outputs)
     write_json(ctx.stage_dir / "result.json", _result_to_json(ctx, result))
     return record, result
 

@@ -11,7 +11,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -31,17 +31,18 @@ CALIBRATION_RTOL = 2e-3  # stop when the σ bracket is this narrow (relative) ..
 CALIBRATION_ETOL = 5e-3  # ... or when ε(σ) is this close below the target (relative)
 
 
-def format_epsilon(epsilon: float | None, *, digits: int = 3) -> str:
-    """ε for people: rounded UP to `digits` significant digits, so that a printed bound is never
-    below the accountant's (".3g" would print a bound of 2.9949 as "2.99"). None or ∞: "inf".
-    Stored values stay exact; only their display is rounded."""
+def format_epsilon(epsilon: float | None, *, digits: int = 3, lower_bound: bool = False) -> str:
+    """ε for people: an upper bound (a guarantee) rounded UP to `digits` significant digits, so
+    that the printed bound is never below the accountant's (".3g" would print a bound of 2.9949
+    as "2.99"); a lower bound (an audit's) rounded DOWN, so that it never overstates the evidence.
+    None or ∞: "inf". Stored values stay exact; only their display is rounded."""
     if epsilon is None or not math.isfinite(epsilon):
         return "inf"
     if epsilon <= 0:
         return "0"
     value = Decimal(repr(float(epsilon)))  # the shortest decimal that is exactly this float
     step = Decimal(1).scaleb(value.adjusted() - digits + 1)
-    rounded = value.quantize(step, rounding=ROUND_CEILING)
+    rounded = value.quantize(step, rounding=ROUND_FLOOR if lower_bound else ROUND_CEILING)
     text = f"{rounded:f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
 

@@ -27,6 +27,7 @@ import numpy as np
 from torch import nn
 
 from models.training import accuracy, predict_logits
+from privacy.accounting import format_epsilon
 from privacy.hyperparameters import (
     RDP_ORDERS,
     SearchConfig,
@@ -163,7 +164,7 @@ def plan_search(space: SearchSpace, search: SearchConfig, n: int) -> SearchPlan:
     if epsilon > base.epsilon:
         raise ValueError(
             f"noise multiplier {sigma:.4g} is too small for a search within epsilon = "
-            f"{base.epsilon:g} (it costs {epsilon:.4g})"
+            f"{base.epsilon:g} (it costs {format_epsilon(epsilon, digits=4)})"
         )
     return SearchPlan(
         sample_rate=q,

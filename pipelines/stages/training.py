@@ -183,8 +183,8 @@ class TrainLADP(Stage):
         def train(config: LADPConfig, noise_seed: int | None) -> nn.Module:
             return self._engine(ctx, copy.deepcopy(initial), config, noise_seed).run().model
 
-        # No progress bar: how far the search got would reveal its number of repetitions.
-        with ctx.reporter.task(f"{self.name}: private hyper-parameter search (progress hidden)"):
+        # No count and no clock: how far or how long the search went would reveal K.
+        with ctx.reporter.untimed(f"{self.name}: private hyper-parameter search (no progress)"):
             result = run_search(
                 space,
                 plan,

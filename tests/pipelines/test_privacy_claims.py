@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +113,65 @@ def test_a_budget_pays_for_the_lost_releases_too(tmp_path: Path) -> None:
         run(tmp_path, ["train-ladp"], capped, rerun_dp=True)
 
 
+def test_another_pipelines_release_in_the_run_dir_counts_in_the_total(tmp_path: Path) -> None:
+    alone = run(tmp_path, ["train-ladp"])["stages"][0]["privacy"]["epsilon"]
+    both = run(tmp_path, ["train-dpsgd", "train-ladp"])  # train-ladp moved to position 2
+    assert [s["privacy"]["epsilon"] for s in both["stages"]] == pytest.approx([alone, alone])
+    total = both["ledger"]["total"]["epsilon"]
+    history = both["ledger"]["datasets"]["members"]["history"]
+    assert len(history) == 3 and total > 1.2 * both["ledger"]["stages"][1]["epsilon"]
+    assert both["ledger"]["stages"][0]["kind"] == "earlier-release"
+
+
+def test_an_interrupted_release_that_wrote_files_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipelines.runner
+
+    def killed(*args: Any) -> str:  # after the weights are written, before the log says done
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipelines.runner, "artifact_hash", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, ["train-ladp"])
+    assert (tmp_path / "01-train-ladp" / "model.safetensors").is_file()
+    with pytest.raises(PrivcompError, match="second release"):
+        run(tmp_path, ["train-ladp"])
+    forced = run(tmp_path, ["train-ladp"], rerun_dp=True)
+    assert forced["ledger"]["stages"][0]["earlier_releases"] == 1
+
+
+def test_an_attempt_that_wrote_nothing_released_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipelines.stages.training
+
+    def killed(*args: Any, **kwargs: Any) -> None:  # training interrupted: no file written
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipelines.stages.training, "build_engine", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, ["train-ladp"])
+    resumed = run(tmp_path, ["train-ladp"])  # no --rerun-dp needed
+    assert "earlier_releases" not in resumed["ledger"]["stages"][0]
+
+
+def test_a_second_process_is_kept_out_of_a_run_dir(tmp_path: Path) -> None:
+    from pipelines.rundir import locked
+
+    with locked(tmp_path), pytest.raises(PrivcompError, match="in use by another"):
+        run(tmp_path, ["train-ladp"])
+    assert not (tmp_path / "releases.json").exists()
+
+
 def test_a_private_search_is_accounted_and_hides_its_repetitions(tmp_path: Path) -> None:
-    summary = run(tmp_path, ["train-ladp"], 'train-ladp.lr="search"', "search.mean=2.0")
+    console = io.StringIO()
+    config = load_config(None, [*QUIET, 'train-ladp.lr="search"', "search.mean=2.0"])
+    reporter = Reporter(Console(file=console, force_terminal=True, width=120))
+    summary = run_pipeline(["train-ladp"], config=config, run_dir=tmp_path, reporter=reporter)
+    assert not re.search(r"search.*\d+:\d\d:\d\d", console.getvalue())  # no clock on it
     stage = summary["stages"][0]
     entry = summary["ledger"]["stages"][0]
     assert entry["accountant"] == "rdp" and entry["mechanism"].startswith("hyper-parameter search")

@@ -1,0 +1,119 @@
+"""The log of DP releases of a run directory (releases.json): every time a DP stage ran on the
+members, whether its outputs are still there or not.
+
+A release is logged as "started" (with the stage's planned spend) before the stage reads the
+members, and marked "done" (with its real spend and the hashes of what it wrote) when it
+returns. A "started" entry found on the next run means the attempt was interrupted: if it wrote
+any file, it counts as a release ("interrupted"; its planned spend is an upper bound), else
+nothing was released and the entry is dropped. Entries are never removed otherwise: a stage run
+again after its outputs were lost or replaced composes every earlier release, and releases made
+by another pipeline in the same run dir count in the run's total (their files may be anywhere by
+now).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipelines.rundir import read_json, write_json
+from pipelines.stage import Spend
+
+RELEASES = "releases.json"
+STARTED, DONE, INTERRUPTED = "started", "done", "interrupted"
+
+
+@dataclass(frozen=True)
+class Release:
+    position: int
+    stage: str
+    spend: Spend
+    outputs: dict[str, str]  # artifact name -> hash of what this release wrote
+    status: str = DONE
+
+    @property
+    def counted(self) -> bool:
+        return self.status in (DONE, INTERRUPTED)
+
+    def to_json(self) -> dict[str, Any]:
+        spend = self.spend
+        return {
+            "position": self.position,
+            "stage": self.stage,
+            "status": self.status,
+            "outputs": self.outputs,
+            "spend": {
+                "kind": spend.kind,
+                "epsilon": spend.epsilon,
+                "delta": spend.delta,
+                "details": spend.details,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Release:
+        return cls(
+            int(data["position"]),
+            str(data["stage"]),
+            Spend(**data["spend"]),
+            dict(data["outputs"]),
+            str(data.get("status", DONE)),
+        )
+
+
+class ReleaseLog:
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / RELEASES
+
+    def _read(self) -> list[Release]:
+        if not self.path.exists():
+            return []
+        return [Release.from_json(r) for r in read_json(self.path)["releases"]]
+
+    def _write(self, releases: list[Release]) -> None:
+        write_json(self.path, {"releases": [r.to_json() for r in releases]})
+
+    def at(self, position: int, stage: str) -> list[Release]:
+        """The counted releases of the stage at this position, oldest first."""
+        return [r for r in self._read() if r.counted and (r.position, r.stage) == (position, stage)]
+
+    def earlier(self, position: int, stage: str, outputs: dict[str, str]) -> list[Release]:
+        """The stage's releases other than the one whose outputs the stage holds now."""
+        return [r for r in self.at(position, stage) if r.outputs != outputs]
+
+    def outside(self, pipeline: dict[int, str]) -> list[Release]:
+        """Counted releases of stages that this pipeline (position -> stage) does not run."""
+        return [r for r in self._read() if r.counted and pipeline.get(r.position) != r.stage]
+
+    def start(self, position: int, stage: str, planned: Spend) -> None:
+        self._write([*self._read(), Release(position, stage, planned, {}, STARTED)])
+
+    def finish(self, position: int, stage: str, spend: Spend, outputs: dict[str, str]) -> None:
+        """Mark the stage's started release done (or log it, if none was started)."""
+        releases = self._read()
+        done = Release(position, stage, spend, outputs, DONE)
+        for i in reversed(range(len(releases))):
+            r = releases[i]
+            if r.status == STARTED and (r.position, r.stage) == (position, stage):
+                releases[i] = done
+                break
+        else:
+            releases.append(done)
+        self._write(releases)
+
+    def settle(self, position: int, stage: str, stage_dir: Path) -> None:
+        """Resolve an interrupted attempt of this stage before it runs again."""
+        releases = self._read()
+        wrote = stage_dir.is_dir() and any(p.is_file() for p in stage_dir.rglob("*"))
+        settled = [
+            replace(r, status=INTERRUPTED) if self._started(r, position, stage) else r
+            for r in releases
+            if wrote or not self._started(r, position, stage)
+        ]
+        if settled != releases:
+            self._write(settled)
+
+    @staticmethod
+    def _started(r: Release, position: int, stage: str) -> bool:
+        return r.status == STARTED and (r.position, r.stage) == (position, stage)

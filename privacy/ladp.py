@@ -77,8 +77,8 @@ class LADPConfig:
     delta: float = 1e-5
     epochs: int = 30
     expected_batch_size: int = 250
-    # Chosen for allocation "uniform" on the public split (cnn, 2,000 mnist5k members, ε = 3);
-    # "matched" prefers 0.1 there (BENCHMARKS.md, accuracy section; the pipeline's default).
+    # For allocation "uniform" (the library default): its best lr at ε = 3 on seed 0's
+    # non-members ∪ population, scored on public; "matched" prefers 0.1 (the pipeline's default).
     lr: float = 0.05
     momentum: float = 0.5
     clip_norm: float = 1.0

@@ -132,7 +132,10 @@ DEFAULTS: Config = {
         # pool (evaluation pair + population) and shared by the shadow, LiRA and RMIA attacks.
         "shadow_models": 8,
         "shadow_epochs": 10,
-        "reference_recipe": "train",  # train ([train] with shadow_epochs) | target
+        # auto: "target" for a DP-trained artifact (references trained like it: stronger
+        # attacks, BENCHMARKS.md) and "train" otherwise | train ([train] for shadow_epochs,
+        # Adam: cheap) | target (the training stage's own recipe)
+        "reference_recipe": "auto",
         "executor": "local",  # local (process pool) | serial
         "workers": 2,
         "mirror": False,  # pass the references through the artifact's compression stages

@@ -191,6 +191,11 @@ def test_reference_recipe_target_follows_the_training_stage(
     assert recipe == TrainRecipe(epochs=3, batch_size=64, lr=1e-3)  # TINY's [train]
     ctx.config["evaluate"]["reference_recipe"] = "train"
     assert train_recipe(ctx)[0].epochs == 2  # evaluate.shadow_epochs
+    # "auto" (the default): like the target when it is DP-trained, Adam otherwise.
+    ctx.config["evaluate"]["reference_recipe"] = "auto"
+    assert train_recipe(ctx) == (TrainRecipe(epochs=2, batch_size=64, lr=1e-3), "train")
+    ctx.history = [stage]
+    assert train_recipe(ctx)[1] == f"target ({stage})"
 
 
 @pytest.mark.parametrize(

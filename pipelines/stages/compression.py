@@ -404,7 +404,7 @@ class Export(Stage):
     provides = (ONNX_MODEL,)
     uses_private_data = False
     privacy_cost = "free: a format change, validated against torch on the test split"
-    summary = "fp32 ONNX export, fully checked, compared with torch; ε, accuracy, attacks inside"
+    summary = "fp32 ONNX export, fully checked, compared with torch; ε, noise mode, accuracy inside"
 
     def check(self, ctx: RunContext) -> None:
         tolerance = float(ctx.config["export"]["tolerance"])

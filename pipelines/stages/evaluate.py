@@ -16,8 +16,8 @@ class Evaluate(Stage):
     provides = ()
     uses_private_data = True  # it measures leakage of the members; its numbers are not shipped
     privacy_cost = (
-        "none: an audit for the data owner; only export.attack_metadata copies its strongest "
-        "attack's AUC into an ONNX file"
+        "none: an audit for the data owner; its numbers stay in the run dir (in an ONNX file "
+        "only with export.attack_metadata, labelled as not covered by epsilon)"
     )
     summary = "membership-inference attacks, accuracy and size of the latest artifact"
 

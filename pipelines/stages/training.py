@@ -84,7 +84,10 @@ class TrainLADP(Stage):
     requires = ("splits",)
     provides = (MODEL,)
     uses_private_data = True
-    privacy_cost = "(epsilon, delta)-DP, accounted (PRV or RDP); stops at the budget"
+    privacy_cost = (
+        "(epsilon, delta)-DP, accounted (PRV or RDP); stops at the budget; candidate lists: a "
+        "private hyper-parameter search, accounted as a whole"
+    )
     summary = "layer-wise adaptive DP-SGD on the members"
     engine = "ladp"  # privacy.engines: how the members are trained on
 

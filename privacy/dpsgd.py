@@ -22,11 +22,8 @@ import torch.nn.functional as F
 from opacus import GradSampleModule
 from torch import Tensor, nn
 
-from models.training import ProgressFn
 from privacy.fastpath import clip_factor
-from privacy.ladp import CHUNK_BYTES, LADPConfig, LADPEngine, LADPResult, LayerGroup
-
-MECHANISM = "dp-sgd (opacus per-example gradients, flat clipping)"
+from privacy.ladp import CHUNK_BYTES, LADPConfig, LADPEngine, LayerGroup
 
 
 def flat_group(model: nn.Module, *, clip_norm: float) -> LayerGroup:
@@ -100,17 +97,3 @@ def dpsgd_engine(
         clipped_sums=opacus_clipped_sums,
         mechanism="dp-sgd",
     )
-
-
-def train_dpsgd(
-    model: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    config: LADPConfig,
-    seed: int,
-    noise_seed: int | None = None,
-    progress: ProgressFn | None = None,
-) -> LADPResult:
-    """DP-SGD with flat clipping at config.clip_norm until the planned epochs or the budget."""
-    return dpsgd_engine(model, x, y, config=config, seed=seed, noise_seed=noise_seed).run(progress)

@@ -77,6 +77,7 @@ def _power_table(rows: list[dict[str, Any]]) -> str:
 def _attack_seconds(ctx: Any, rows: list[dict[str, Any]], stages: list[str]) -> list[str]:
     """Wall seconds of the attack suite (target queries + every attack + metrics) per artifact."""
     from pipelines.evaluation import measure_artifact
+    from pipelines.ledger import ledger_for
 
     lines = []
     for position, row in enumerate(rows, start=1):
@@ -84,6 +85,7 @@ def _attack_seconds(ctx: Any, rows: list[dict[str, Any]], stages: list[str]) -> 
             continue
         kind, relative = row["artifact"]
         ctx.history = stages[:position]
+        ctx.ledger = ledger_for(ctx)  # a DP target's references are trained like it
         start = time.perf_counter()
         measure_artifact(ctx, kind, ctx.run_dir / relative, with_attacks=True)
         lines.append(f"| {row['name']} | `{relative}` | {time.perf_counter() - start:.1f} |")
@@ -109,6 +111,7 @@ def _reference_seconds(ctx: Any, workers: int) -> tuple[float, list[float]]:
             seed=ctx.seed,
             directory=Path(work),
             executor=LocalExecutor(workers),
+            public=ctx.split("public") if recipe.dp is not None else None,
         )
         wall = time.perf_counter() - start
     return wall, list(refs.seconds)
@@ -158,8 +161,9 @@ def run() -> str:
     lines = [
         f"Default configuration (mnist5k, cnn, seed {config['run']['seed']})"
         + (f" with `{' '.join(overrides)}`" if overrides else "")
-        + f". {cfg['shadow_models']} reference models ({cfg['reference_recipe']} recipe, "
-        f"{cfg['shadow_epochs']} epochs), each on a random half of the candidate pool "
+        + f". {cfg['shadow_models']} reference models (recipe `{cfg['reference_recipe']}`: "
+        f"trained like the target for the DP run, Adam for {cfg['shadow_epochs']} epochs for "
+        "the non-private one), each on a random half of the candidate pool "
         f"({cfg['samples']} members + {cfg['samples']} non-members + the population); mirror "
         f"{'on' if cfg['mirror'] else 'off'}.",
         "",

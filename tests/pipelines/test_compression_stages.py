@@ -68,7 +68,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def metadata(path: Path) -> dict[str, Any]:
-    return {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    """privcomp's metadata (JSON values); ONNX Runtime's static quantizer adds plain strings of
+    its own (auto picks static or not by timing, so they come and go)."""
+    props = onnx.load(str(path)).metadata_props
+    return {p.key: json.loads(p.value) for p in props if p.key.startswith("privcomp.")}
 
 
 def result_json(run: Run, position: int, name: str) -> dict[str, Any]:

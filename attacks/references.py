@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,8 +220,7 @@ def train_reference(job: ReferenceJob) -> ReferenceResult:
         from privacy.engines import build_engine, unbounded
         from privacy.ladp import LADPConfig
 
-        known = {f.name for f in fields(LADPConfig)}
-        config = unbounded(LADPConfig(**{k: v for k, v in r.dp.items() if k in known}), len(x))
+        config = unbounded(LADPConfig.from_settings(r.dp), len(x))
         # The auditor's model, never released: its noise may come from the recorded seed.
         engine = build_engine(
             r.engine,

@@ -51,7 +51,6 @@ def _data() -> Any:
 
 def _train(name: str, config: Any, data: Any, splits: Any) -> tuple[Any, str]:
     """cnn: LADP at the [train-ladp] defaults; resnet18: Adam without DP (module docstring)."""
-    from dataclasses import fields
 
     from models.training import fit
     from models.zoo import seeded_model
@@ -62,8 +61,7 @@ def _train(name: str, config: Any, data: Any, splits: Any) -> tuple[Any, str]:
     x, y = data.x[splits["members"]], data.y[splits["members"]]
     start = time.perf_counter()
     if name == "cnn":
-        known = {f.name for f in fields(LADPConfig)}
-        cfg = LADPConfig(**{k: v for k, v in config["train-ladp"].items() if k in known})
+        cfg = LADPConfig.from_settings(config["train-ladp"])
         public_x, public_y = data.x[splits["public"]], data.y[splits["public"]]
         result = train_ladp(model, x, y, config=cfg, seed=0, public_x=public_x, public_y=public_y)
         eps = format_epsilon(result.spend.epsilon)

@@ -37,10 +37,8 @@ from pipelines.errors import PrivcompError
 from pipelines.executors import make_executor
 from pipelines.progress import Reporter
 from pipelines.rundir import locked, read_json, write_json
-from pipelines.stages import STAGES
 from privacy.accounting import compute_epsilon, format_epsilon, gaussian_epsilon
 from privacy.audit import TrialJob, TrialResult, run_trials, trial_seeds
-from privacy.randomness import REPRODUCIBLE, SECURE
 from privacy.search import SearchSpace
 
 AUDIT_FILE = "audit.json"
@@ -187,9 +185,8 @@ def _read_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
 def _training_entry(ledger: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The ledger entry of the run's DP training stage, and its engine (privacy.engines)."""
     for entry in ledger["stages"]:
-        engine = getattr(STAGES.get(entry["stage"]), "engine", None)
-        if entry["kind"] == "dp" and isinstance(engine, str):
-            return dict(entry), engine
+        if entry["kind"] == "dp" and "engine" in entry:
+            return dict(entry), str(entry["engine"])
     raise PrivcompError(
         "pipeline audit tests a DP training stage (train-ladp or train-dpsgd): this run has none"
     )
@@ -294,7 +291,7 @@ def _audit(
         gdp_epsilon_lower_bound=gdp,
         gdp_epsilon_estimate=combined.gdp_estimate,
         passed=max(cp, gdp) <= claimed,
-        noise=REPRODUCIBLE if ctx.reproducible_noise else SECURE,
+        noise=ctx.noise_mode,
         seconds=round(seconds, 1),
         statistics=found,
     )

@@ -12,6 +12,7 @@ from pipelines.config import Config
 from pipelines.data import Dataset, Splits
 from pipelines.ledger import Guarantee, Ledger
 from pipelines.progress import Reporter
+from privacy.randomness import REPRODUCIBLE, SECURE
 
 
 @dataclass
@@ -36,6 +37,11 @@ class RunContext:
     @property
     def reproducible_noise(self) -> bool:
         return bool(self.config["run"]["reproducible_noise"])
+
+    @property
+    def noise_mode(self) -> str:
+        """privacy.randomness.SECURE or REPRODUCIBLE: what every artifact says of its noise."""
+        return REPRODUCIBLE if self.reproducible_noise else SECURE
 
     def derived_seed(self, *parts: int) -> int:
         """A seed for the current stage's public randomness (initial weights, shuffling, public

@@ -188,10 +188,10 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
             lr=adam.lr,
             weight_decay=adam.weight_decay,
         ), "target (train)"
-    space = SearchSpace.from_section(ctx.config[trained_by])
-    dp = space.released_settings(_training_spend(ctx, trained_by))
-    engine = "dp-sgd" if trained_by == "train-dpsgd" else "ladp"
-    return TrainRecipe(epochs=int(dp["epochs"]), dp=dp, engine=engine), f"target ({trained_by})"
+    spent = _training_spend(ctx, trained_by)
+    dp = SearchSpace.from_section(ctx.config[trained_by]).released_settings(spent)
+    like_target = TrainRecipe(epochs=int(dp["epochs"]), dp=dp, engine=str(spent["engine"]))
+    return like_target, f"target ({trained_by})"
 
 
 def _training_spend(ctx: RunContext, stage: str) -> dict[str, Any]:

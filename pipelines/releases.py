@@ -106,14 +106,11 @@ class ReleaseLog:
         """Resolve an interrupted attempt of this stage before it runs again."""
         releases = self._read()
         wrote = stage_dir.is_dir() and any(p.is_file() for p in stage_dir.rglob("*"))
-        settled = [
-            replace(r, status=INTERRUPTED) if self._started(r, position, stage) else r
-            for r in releases
-            if wrote or not self._started(r, position, stage)
-        ]
+        settled = []
+        for r in releases:
+            if r.status != STARTED or (r.position, r.stage) != (position, stage):
+                settled.append(r)
+            elif wrote:  # it may have released what it wrote: count it
+                settled.append(replace(r, status=INTERRUPTED))
         if settled != releases:
             self._write(settled)
-
-    @staticmethod
-    def _started(r: Release, position: int, stage: str) -> bool:
-        return r.status == STARTED and (r.position, r.stage) == (position, stage)

@@ -24,7 +24,7 @@ from pipelines.releases import ReleaseLog
 from pipelines.rundir import locked, read_json, stage_dir_name, write_atomic, write_json
 from pipelines.stage import Spend, Stage, StageResult
 from pipelines.stages import STAGES
-from privacy.randomness import REPRODUCIBLE, SECURE, noise_description
+from privacy.randomness import noise_description
 
 EVALUATE_MODES = ("each", "last", "none")
 VERSION = "0.1.0"
@@ -113,7 +113,7 @@ def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict
         measured = _measure(ctx, position == len(stages) or stage.name == "evaluate")
         write_json(ctx.stage_dir / "metrics.json", {"stage": result.metrics, **measured})
         entries.append(_summary_entry(ctx, stage, record, measured))
-    summary = {"run": _run_info(config), "stages": entries, "ledger": ledger.to_dict()}
+    summary = {"run": _run_info(ctx), "stages": entries, "ledger": ledger.to_dict()}
     write_json(run_dir / "summary.json", summary)
     return summary
 
@@ -279,9 +279,8 @@ def _summary_entry(
     }
 
 
-def _run_info(config: Config) -> dict[str, Any]:
-    run = config["run"]
-    mode = REPRODUCIBLE if run["reproducible_noise"] else SECURE
+def _run_info(ctx: RunContext) -> dict[str, Any]:
+    run, mode = ctx.config["run"], ctx.noise_mode
     return {
         "dataset": run["dataset"],
         "model": run["model"],

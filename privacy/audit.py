@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -93,12 +93,12 @@ class TrialResult:
 
 def run_trials(job: TrialJob) -> TrialResult:
     """Train `len(job.noise_seeds)` times for job.steps steps; read each group's displacement."""
-    known = {f.name for f in fields(LADPConfig)}
-    config = LADPConfig(**{k: v for k, v in job.config.items() if k in known})
+    config = LADPConfig.from_settings(job.config)
     kwargs = {**job.arch["kwargs"], "in_shape": tuple(job.arch["kwargs"]["in_shape"])}
     rows = []
     groups: tuple[LayerGroup, ...] = ()
     sigma = q = math.nan
+    directions: dict[str, dict[str, Tensor]] = {}
     for noise_seed in job.noise_seeds:
         model = seeded_model(job.arch["name"], seed=job.init_seed, **kwargs)
         engine = build_engine(
@@ -111,7 +111,8 @@ def run_trials(job: TrialJob) -> TrialResult:
             noise_seed=noise_seed,
             public=job.public,
         )
-        directions = canary_directions(model, engine.groups, seed=job.direction_seed)
+        # The same public directions in every trial (and world): drawn once.
+        directions = directions or canary_directions(model, engine.groups, seed=job.direction_seed)
         if job.canary:
             engine.clipped_sums = with_canary(engine.clipped_sums, directions)
         start = {n: p.detach().clone() for n, p in model.named_parameters()}

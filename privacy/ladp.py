@@ -25,8 +25,8 @@ who has that seed).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,13 @@ class LADPConfig:
     # Exact per-example clipping from activations and output gradients (privacy.fastpath) when
     # every group is a Linear / Conv2d / GroupNorm module; else the vmap reference path.
     fast_path: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> LADPConfig:
+        """From a table of settings (a pipeline section, a job's recipe): its LADPConfig fields,
+        the other keys ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in known})
 
     def check(self, n: int) -> None:
         """ValueError (one line) for a configuration that gives no DP guarantee on n examples."""

@@ -37,7 +37,7 @@ from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
 from pipelines.stages.training import ladp_config
 from privacy.ladp import LADPConfig, sampling_plan, train_ladp
-from privacy.randomness import REPRODUCIBLE, SECURE, noise_description, noise_mode
+from privacy.randomness import noise_description
 
 ATTACK_METADATA_NOTE = (
     "audit statistics of the training data (members vs non-members), not covered by ε"
@@ -154,7 +154,7 @@ class Prune(Stage):
             "dataset": "members",
             "lineage": "continue",
             "target_epsilon": target,
-            "noise": noise_mode(ctx.noise_seed(0)),
+            "noise": ctx.noise_mode,
         }
         return Spend(kind="dp", epsilon=own, delta=delta, details=details)
 
@@ -334,7 +334,7 @@ def onnx_metadata(
     so under privcomp.attack.note.
     """
     eps = guarantee.epsilon if guarantee else None
-    mode = REPRODUCIBLE if ctx.reproducible_noise else SECURE
+    mode = ctx.noise_mode
     meta: dict[str, Any] = {
         "privcomp.version": _version(),
         "privcomp.dataset": ctx.dataset.name,

@@ -30,7 +30,6 @@ from pipelines.ledger import Ledger, ledger_for
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
 from privacy.pate import PATEConfig, pate_label, pate_spend
-from privacy.randomness import noise_mode
 
 DISTILL_MODES = ("soft", "pate")
 
@@ -89,7 +88,7 @@ class Distill(Stage):
             **spend.to_dict(),
             "dataset": "members",
             "lineage": "new",
-            "noise": noise_mode(ctx.noise_seed(0)),
+            "noise": ctx.noise_mode,
         }
         return Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=details)
 

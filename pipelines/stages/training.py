@@ -21,7 +21,6 @@ from pipelines.stages import register_stage
 from privacy.engines import build_engine
 from privacy.hyperparameters import SearchConfig
 from privacy.ladp import LADPConfig, LADPEngine, LADPResult, plan_noise
-from privacy.randomness import noise_mode
 from privacy.search import SearchPlan, SearchSpace, plan_search, public_accuracy, run_search
 
 
@@ -118,7 +117,7 @@ class TrainLADP(Stage):
         try:
             if space.searching:
                 plan = plan_search(space, search_config(ctx.config), n)
-                return self._search_spend(plan, noise_mode(ctx.noise_seed(0)), {}, None)
+                return self._search_spend(plan, ctx.noise_mode, {}, None)
             cfg = space.config()
             q, _, sigma, steps = plan_noise(cfg, n)
         except ValueError as exc:
@@ -129,7 +128,8 @@ class TrainLADP(Stage):
             "steps": steps,
             "accountant": cfg.accountant,
             "mechanism": self.engine,
-            "noise": noise_mode(ctx.noise_seed(0)),
+            "engine": self.engine,
+            "noise": ctx.noise_mode,
         }
         return Spend(kind="dp", epsilon=cfg.epsilon, delta=cfg.delta, details=details)
 
@@ -161,21 +161,21 @@ class TrainLADP(Stage):
             else:
                 with ctx.reporter.task(self.name) as progress:
                     engine = self._engine(ctx, model, space.config(), ctx.noise_seed(0))
-                    model, spend, metrics = self._spend_of(engine.run(progress))
+                    model, spend, metrics = self._released(engine.run(progress))
         except ValueError as exc:
             raise PrivcompError(f"{self.name}: {exc}") from exc
         save_model(model, ctx.stage_dir, arch=arch)
         return StageResult({MODEL: ctx.stage_dir}, spend, metrics)
 
-    @staticmethod
-    def _spend_of(result: LADPResult) -> tuple[nn.Module, Spend, dict[str, Any]]:
+    def _released(self, result: LADPResult) -> tuple[nn.Module, Spend, dict[str, Any]]:
         spend = result.spend
         metrics = {
             "steps_planned": result.steps_planned,
             "steps_taken": result.steps_taken,
             "stopped_at_budget": result.stopped_at_budget,
         }
-        dp = Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=spend.to_dict())
+        details = {**spend.to_dict(), "engine": self.engine}  # references and the audit rebuild it
+        dp = Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=details)
         return result.model, dp, metrics
 
     def _search(
@@ -213,6 +213,7 @@ class TrainLADP(Stage):
         details = {
             "mechanism": f"hyper-parameter search over {self.engine} (Papernot & Steinke 2022)",
             "accountant": "rdp",
+            "engine": self.engine,
             "noise": noise,
             "rdp_orders": list(plan.orders),
             "rdp": list(plan.rdp),

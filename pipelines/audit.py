@@ -37,6 +37,7 @@ from pipelines.errors import PrivcompError
 from pipelines.executors import make_executor
 from pipelines.progress import Reporter
 from pipelines.rundir import locked, read_json, write_json
+from pipelines.runner import build_context
 from privacy.accounting import compute_epsilon, format_epsilon, gaussian_epsilon
 from privacy.audit import TrialJob, TrialResult, run_trials, trial_seeds
 from privacy.search import SearchSpace
@@ -233,8 +234,6 @@ def _audit(
     confidence: float,
     reporter: Reporter,
 ) -> AuditReport:
-    from pipelines.runner import build_context
-
     entry, engine = _training_entry(ledger)
     ctx = build_context(config, run_dir, reporter)
     recorded = Splits.from_json((run_dir / "splits.json").read_text())

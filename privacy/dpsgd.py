@@ -23,7 +23,7 @@ from opacus import GradSampleModule
 from torch import Tensor, nn
 
 from privacy.fastpath import clip_factor
-from privacy.ladp import CHUNK_BYTES, LADPConfig, LADPEngine, LayerGroup
+from privacy.ladp import LADPConfig, LADPEngine, LayerGroup, examples_per_chunk
 
 
 def flat_group(model: nn.Module, *, clip_norm: float) -> LayerGroup:
@@ -47,8 +47,7 @@ def opacus_clipped_sums(
     sums = {n: torch.zeros_like(params[n]) for n in group.param_names}
     if len(x) == 0:
         return sums
-    per_example_bytes = sum(p.numel() * p.element_size() for p in chosen)
-    chunk = max(1, CHUNK_BYTES // max(1, per_example_bytes))
+    chunk = examples_per_chunk(model)
     wrapped = GradSampleModule(model, loss_reduction="sum")
     try:
         with warnings.catch_warnings():

@@ -244,7 +244,8 @@ def clip_factors(grads: dict[str, Tensor], groups: Sequence[LayerGroup]) -> dict
     return factors
 
 
-def _chunk_size(model: nn.Module) -> int:
+def examples_per_chunk(model: nn.Module) -> int:
+    """How many examples' per-example gradients fit in CHUNK_BYTES."""
     per_example = sum(p.numel() * p.element_size() for p in model.parameters())
     return max(1, CHUNK_BYTES // max(1, per_example))
 
@@ -265,7 +266,7 @@ def clipped_grad_sums(
     params = dict(model.named_parameters())
     names = [n for g in groups for n in g.param_names]
     sums = {n: torch.zeros_like(params[n], memory_format=torch.contiguous_format) for n in names}
-    step = chunk_size or _chunk_size(model)
+    step = chunk_size or examples_per_chunk(model)
     for start in range(0, len(x), step):
         grads = per_example_grads(model, x[start : start + step], y[start : start + step], names)
         factors = clip_factors(grads, groups)

@@ -189,7 +189,9 @@ def _training_entry(ledger: dict[str, Any]) -> tuple[dict[str, Any], str]:
         if entry["kind"] == "dp" and "engine" in entry:
             return dict(entry), str(entry["engine"])
     raise PrivcompError(
-        "pipeline audit tests a DP training stage (train-ladp or train-dpsgd): this run has none"
+        "pipeline audit tests a DP training stage (train-ladp or train-dpsgd): this run has "
+        "none whose ledger entry names its engine (runs made before privcomp recorded it "
+        "need a fresh run)"
     )
 
 

@@ -25,11 +25,11 @@ EXIT_AUDIT_FAILED = 3
 
 
 def _guarded(action: Callable[[], T]) -> T:
-    from pipelines.errors import PrivcompError
+    from models.errors import UserError
 
     try:
         return action()
-    except PrivcompError as exc:
+    except UserError as exc:
         if os.environ.get("PRIVCOMP_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -135,7 +135,7 @@ def inspect(
         from rich.table import Table
 
         from compress.onnx_io import read_metadata
-        from pipelines.errors import PrivcompError
+        from models.errors import UserError
 
         if not path.is_file():
             raise PrivcompError(f"no such file: {path}")

@@ -1,5 +1,7 @@
-"""User-facing errors: the CLI prints their message as one line on stderr and exits non-zero."""
+"""User-facing errors of the pipeline layer (configuration, stages, run directory)."""
+
+from models.errors import UserError
 
 
-class PrivcompError(Exception):
+class PrivcompError(UserError):
     """A problem with the user's input or run directory, stated so that they can fix it."""

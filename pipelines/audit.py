@@ -38,9 +38,9 @@ from pipelines.executors import make_executor
 from pipelines.progress import Reporter
 from pipelines.rundir import locked, read_json, write_json
 from pipelines.runner import build_context
+from pipelines.settings.training import DPTrainingSettings
 from privacy.accounting import compute_epsilon, format_epsilon, gaussian_epsilon
 from privacy.audit import TrialJob, TrialResult, run_trials, trial_seeds
-from privacy.search import SearchSpace
 
 AUDIT_FILE = "audit.json"
 CONFIDENCE = 0.95
@@ -242,7 +242,9 @@ def _audit(
     if recorded.to_json() != ctx.splits.to_json():
         raise PrivcompError(f"{run_dir}/splits.json does not match the run's configuration")
     stage = entry["stage"]
-    settings = SearchSpace.from_section(config[stage]).released_settings(entry)
+    section = config.section(stage)
+    assert isinstance(section, DPTrainingSettings)
+    settings = section.space().released_settings(entry)
     jobs = _jobs(ctx, engine, settings, trials=trials, steps=steps, workers=workers)
     start = time.perf_counter()
     runner = make_executor(executor, workers=workers)

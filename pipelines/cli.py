@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -18,6 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     help="privcomp: train with DP, compress, export, and measure what each step leaks.",
 )
+
+if TYPE_CHECKING:
+    from pipelines.config import Config
 
 T = TypeVar("T")
 EXIT_USER_ERROR = 2
@@ -100,11 +103,11 @@ def run(
     _guarded(action)
 
 
-def _default_run_dir(stages: list[str], cfg: dict[str, Any]) -> Path:
+def _default_run_dir(stages: list[str], cfg: Config) -> Path:
     from pipelines.config import to_toml
 
     digest = hashlib.sha256((" ".join(stages) + to_toml(cfg)).encode()).hexdigest()[:8]
-    return Path("runs") / f"{cfg['run']['dataset']}-{cfg['run']['model']}-{digest}"
+    return Path("runs") / f"{cfg.run.dataset}-{cfg.run.model}-{digest}"
 
 
 @app.command("stages")
@@ -135,7 +138,7 @@ def inspect(
         from rich.table import Table
 
         from compress.onnx_io import read_metadata
-        from models.errors import UserError
+        from pipelines.errors import PrivcompError
 
         if not path.is_file():
             raise PrivcompError(f"no such file: {path}")

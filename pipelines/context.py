@@ -10,8 +10,10 @@ import numpy as np
 
 from pipelines.config import Config
 from pipelines.data import Dataset, Splits
-from pipelines.ledger import Guarantee, Ledger
+from pipelines.ledger import Ledger
+from pipelines.measurements import MeasurementStore
 from pipelines.progress import Reporter
+from pipelines.spend import Guarantee, Spend
 from privacy.randomness import REPRODUCIBLE, SECURE
 
 
@@ -27,16 +29,18 @@ class RunContext:
     history: list[str] = field(default_factory=list)  # stages completed so far
     guarantee: Guarantee | None = None  # privacy of the latest artifact
     stage_dir: Path = Path()
-    measurements: dict[Any, dict[str, Any]] = field(default_factory=dict)  # per artifact hash
-    ledger: Ledger | None = None  # the runner's live ledger (stages that plan spends read it)
+    position: int = 1  # of the current stage in the pipeline (1-based), set by the runner
+    measurements: MeasurementStore = field(default_factory=MeasurementStore)
+    ledger: Ledger = field(default_factory=Ledger)  # the spends so far (the runner's)
+    planned: Spend | None = None  # the current stage's admitted plan (the runner's)
 
     @property
     def seed(self) -> int:
-        return int(self.config["run"]["seed"])
+        return self.config.run.seed
 
     @property
     def reproducible_noise(self) -> bool:
-        return bool(self.config["run"]["reproducible_noise"])
+        return self.config.run.reproducible_noise
 
     @property
     def noise_mode(self) -> str:
@@ -46,8 +50,7 @@ class RunContext:
     def derived_seed(self, *parts: int) -> int:
         """A seed for the current stage's public randomness (initial weights, shuffling, public
         samples), independent of every other stage's and reproducible from the run seed."""
-        position = len(self.history) + 1
-        state = np.random.SeedSequence([self.seed, position, *parts]).generate_state(1)
+        state = np.random.SeedSequence([self.seed, self.position, *parts]).generate_state(1)
         return int(state[0])
 
     def noise_seed(self, *parts: int) -> int | None:
@@ -73,9 +76,15 @@ class RunContext:
         kwargs = {
             "in_shape": list(self.dataset.in_shape),
             "num_classes": self.dataset.num_classes,
-            **self.config["model"],
+            **self.config.model,
         }
-        return {"name": self.config["run"]["model"], "kwargs": kwargs}
+        return {"name": self.config.run.model, "kwargs": kwargs}
 
     def artifact(self, name: str) -> Path:
         return self.artifacts[name]
+
+    def planned_spend(self) -> Spend:
+        """The plan the runner admitted for the current stage."""
+        if self.planned is None:
+            raise RuntimeError("no admitted plan: stages run through the runner")
+        return self.planned

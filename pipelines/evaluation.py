@@ -14,7 +14,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,71 +30,86 @@ from attacks.references import (
     train_references,
     variant_logits,
 )
-from attacks.signals import AUGMENTATIONS, query_variants
-from attacks.suite import Pool, check_attack_names, run_attacks
+from attacks.signals import query_variants
+from attacks.suite import Pool, run_attacks
 from attacks.target import OnnxTarget, Target, TorchTarget
 from models.training import accuracy
-from pipelines.artifacts import artifact_bytes, artifact_macs, artifact_params, open_target
+from pipelines.artifacts import (
+    artifact_bytes,
+    artifact_hash,
+    artifact_macs,
+    artifact_params,
+    open_target,
+)
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
-from pipelines.executors import EXECUTORS, Executor, make_executor
-from pipelines.rundir import write_json
-from privacy.search import SearchSpace
+from pipelines.executors import Executor, make_executor
+from pipelines.measurements import Measurement
+from pipelines.rundir import read_json, write_json
+from pipelines.settings.training import DPTrainingSettings
 
 REFERENCE_DIR = Path("references")
 RECIPE = "recipe.json"
 TIMING = "timing.json"
-RECIPES = ("auto", "train", "target")
 DP_TRAINING_STAGES = ("train-ladp", "train-dpsgd")
 MIRRORED_STAGES = ("prune", "export", "quantize")
 TRAINING_STAGES = ("train", "train-ladp", "train-dpsgd")
 ROC_POINTS = 100  # log-spaced points of each ROC curve kept in metrics.json
 
-__all__ = ["check_attack_names", "check_evaluate_config", "measure_artifact", "reference_set"]
+__all__ = ["measure", "measure_latest", "reference_set"]
 
 
-def check_evaluate_config(cfg: dict[str, Any]) -> None:
-    """One-line errors for bad [evaluate] settings, before anything is trained."""
-    check_attack_names(list(cfg["attacks"]))
-    if cfg["reference_recipe"] not in RECIPES:
-        raise PrivcompError(f"evaluate.reference_recipe must be one of {', '.join(RECIPES)}")
-    if cfg["executor"] not in EXECUTORS:
-        raise PrivcompError(f"evaluate.executor must be one of {', '.join(sorted(EXECUTORS))}")
-    if cfg["augment"] not in AUGMENTATIONS:
-        raise PrivcompError(f"evaluate.augment must be one of {', '.join(AUGMENTATIONS)}")
-    if int(cfg["workers"]) < 1:
-        raise PrivcompError("evaluate.workers must be >= 1")
-    if int(cfg["shadow_models"]) < 2 or int(cfg["shadow_epochs"]) < 1:
-        raise PrivcompError("evaluate.shadow_models must be >= 2 and shadow_epochs >= 1")
+def measure_latest(ctx: RunContext, *, final: bool) -> Measurement:
+    """The measurement of the latest artifact after the current stage: accuracy and size always,
+    attacks per run.evaluate. What the stage's metrics.json already holds of this same artifact
+    (a resumed run) and what the store has are reused."""
+    assert ctx.latest is not None
+    path = ctx.artifacts[ctx.latest]
+    on_disk = ctx.stage_dir / "metrics.json"
+    if on_disk.exists():
+        earlier = Measurement.from_json(read_json(on_disk))
+        if earlier is not None and earlier.artifact == artifact_hash(ctx.latest, path):
+            ctx.measurements.put(earlier)
+    mode = ctx.config.run.evaluate
+    attacked = mode == "each" or (final and mode == "last")
+    return measure(
+        ctx, ctx.latest, path, attacks=list(ctx.config.evaluate.attacks) if attacked else []
+    )
 
 
-def measure_artifact(
-    ctx: RunContext, name: str, path: Path, *, with_attacks: bool
-) -> dict[str, Any]:
-    """The summary fields of one artifact: utility, size and (optionally) attacks.
+def measure(ctx: RunContext, name: str, path: Path, *, attacks: list[str]) -> Measurement:
+    """Accuracy, size and the named attacks of one artifact, through the run's store: only what
+    the store does not hold yet is measured.
 
     With attacks, "roc" holds each attack's ROC curve ({"fpr", "tpr"}, log-spaced points) for
     metrics.json; the summary takes only utility, size and attacks.
     """
+    digest = artifact_hash(name, path)
+    known = ctx.measurements.get(digest)
+    missing = [a for a in attacks if known is None or a not in known.attacks]
+    if known is not None and not missing:
+        return known
     target = open_target(name, path)
-    x_test, y_test = ctx.split("test")
-    result: dict[str, Any] = {
-        "utility": {"test_accuracy": accuracy(target.predict_logits(x_test), y_test)},
-        "size": {
-            "params": artifact_params(name, path),
-            "bytes": artifact_bytes(name, path),
-            "macs": artifact_macs(name, path, ctx.dataset.in_shape),
-        },
-        "attacks": {},
-    }
-    if with_attacks and ctx.config["evaluate"]["attacks"]:
-        result["attacks"], result["roc"] = _attack(ctx, target)
-    return result
+    if known is None:
+        x_test, y_test = ctx.split("test")
+        known = Measurement(
+            artifact=digest,
+            utility={"test_accuracy": accuracy(target.predict_logits(x_test), y_test)},
+            size={
+                "params": artifact_params(name, path),
+                "bytes": artifact_bytes(name, path),
+                "macs": artifact_macs(name, path, ctx.dataset.in_shape),
+            },
+        )
+    if missing:
+        summary, roc = _attack(ctx, target, missing)
+        known = known.merged(replace(known, attacks=summary, roc=roc))
+    return ctx.measurements.put(known)
 
 
-def _attack(ctx: RunContext, target: Target) -> tuple[dict[str, Any], dict[str, Any]]:
-    cfg = ctx.config["evaluate"]
-    check_evaluate_config(cfg)
+def _attack(
+    ctx: RunContext, target: Target, names: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     candidates = candidate_pool(ctx)
     references = reference_set(ctx, candidates)
     with ctx.reporter.task("attacks") as progress:
@@ -102,8 +117,8 @@ def _attack(ctx: RunContext, target: Target) -> tuple[dict[str, Any], dict[str, 
             target,
             pool=candidates.pool,
             references=references,
-            names=list(cfg["attacks"]),
-            delta=float(cfg["delta"]),
+            names=names,
+            delta=ctx.config.evaluate.delta,
             seed=ctx.seed,
             progress=progress,
         )
@@ -136,7 +151,7 @@ def _balanced_pair(ctx: RunContext, samples: int) -> tuple[np.ndarray, np.ndarra
 
 def candidate_pool(ctx: RunContext) -> Candidates:
     """Evaluation pair + population, in data set order (roles interleaved)."""
-    members, nonmembers = _balanced_pair(ctx, int(ctx.config["evaluate"]["samples"]))
+    members, nonmembers = _balanced_pair(ctx, ctx.config.evaluate.samples)
     population = np.asarray(ctx.splits["population"])
     if len(population) < 2:
         raise PrivcompError("the attacks need a population split (data.population > 0)")
@@ -155,8 +170,8 @@ def candidate_pool(ctx: RunContext) -> Candidates:
 
 
 def _executor(ctx: RunContext) -> Executor:
-    cfg = ctx.config["evaluate"]
-    return make_executor(str(cfg["executor"]), workers=int(cfg["workers"]))
+    cfg = ctx.config.evaluate
+    return make_executor(cfg.executor, workers=cfg.workers)
 
 
 def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
@@ -168,28 +183,30 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
     trained with (read from the ledger), so that each reference step is the target's mechanism;
     "auto" (the default): "target" for a DP-trained artifact, "train" otherwise.
     """
-    cfg, train = ctx.config["evaluate"], ctx.config["train"]
+    cfg, train = ctx.config.evaluate, ctx.config.train
     adam = TrainRecipe(
-        epochs=int(cfg["shadow_epochs"]),
-        batch_size=int(train["batch_size"]),
-        lr=float(train["lr"]),
-        weight_decay=float(train["weight_decay"]),
+        epochs=cfg.shadow_epochs,
+        batch_size=train.batch_size,
+        lr=train.lr,
+        weight_decay=train.weight_decay,
     )
     trained_by = next((s for s in ctx.history if s in TRAINING_STAGES), "train")
-    recipe = cfg["reference_recipe"]
+    recipe = cfg.reference_recipe
     if recipe == "auto":  # the stronger recipe on DP targets (BENCHMARKS.md, references)
         recipe = "target" if trained_by in DP_TRAINING_STAGES else "train"
     if recipe == "train":
         return adam, "train"
     if trained_by == "train":
         return TrainRecipe(
-            epochs=int(train["epochs"]),
+            epochs=train.epochs,
             batch_size=adam.batch_size,
             lr=adam.lr,
             weight_decay=adam.weight_decay,
         ), "target (train)"
     spent = _training_spend(ctx, trained_by)
-    dp = SearchSpace.from_section(ctx.config[trained_by]).released_settings(spent)
+    section = ctx.config.section(trained_by)
+    assert isinstance(section, DPTrainingSettings)
+    dp = section.space().released_settings(spent)
     like_target = TrainRecipe(epochs=int(dp["epochs"]), dp=dp, engine=str(spent["engine"]))
     return like_target, f"target ({trained_by})"
 
@@ -229,12 +246,12 @@ def _ensure_logits(directory: Path, augment: str, x: np.ndarray) -> None:
 def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> ReferenceSet:
     """The run's references for the latest artifact: trained once, mirrored when configured."""
     candidates = candidates or candidate_pool(ctx)
-    cfg = ctx.config["evaluate"]
-    augment = str(cfg["augment"])
+    cfg = ctx.config.evaluate
+    augment = cfg.augment
     base = ctx.run_dir / REFERENCE_DIR
     recipe, described = train_recipe(ctx)
     record = {
-        "k": int(cfg["shadow_models"]),
+        "k": cfg.shadow_models,
         "model": ctx.model_arch(),
         "recipe": recipe.to_dict(),
         "reference_recipe": described,
@@ -247,14 +264,14 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
         if base.exists():
             shutil.rmtree(base)  # made with another recipe or pool: retrain (mirrors included)
         executor = _executor(ctx)
-        workers = 1 if cfg["executor"] == "serial" else int(cfg["workers"])
-        label = f"reference models ({cfg['shadow_models']}, {described}, {workers} worker(s))"
+        workers = 1 if cfg.executor == "serial" else cfg.workers
+        label = f"reference models ({cfg.shadow_models}, {described}, {workers} worker(s))"
         start = time.perf_counter()
         with ctx.reporter.task(label) as progress:
             refs = train_references(
                 x,
                 y,
-                k=int(cfg["shadow_models"]),
+                k=cfg.shadow_models,
                 arch=ctx.model_arch(),
                 recipe=recipe,
                 seed=ctx.seed,
@@ -268,7 +285,7 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
         timing = {
             "wall_seconds": round(time.perf_counter() - start, 3),
             "train_seconds": [round(s, 3) for s in refs.seconds],
-            "executor": cfg["executor"],
+            "executor": cfg.executor,
             "workers": workers,
         }
         write_json(base / TIMING, timing)
@@ -276,7 +293,7 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
     else:
         _ensure_logits(base, augment, x)
         refs = ReferenceSet.load(base, augment=augment)
-    if not cfg["mirror"]:
+    if not cfg.mirror:
         return refs
     steps = mirror_steps(ctx)
     return mirrored_set(ctx, steps, refs, candidates) if steps else refs
@@ -391,12 +408,12 @@ def mirrored_set(
 ) -> ReferenceSet:
     """The references passed through `steps` (cached per prefix, built from the previous one)."""
     root = ctx.run_dir / REFERENCE_DIR
-    augment = str(ctx.config["evaluate"]["augment"])
+    augment = ctx.config.evaluate.augment
     directory = root / ("mirror-" + "+".join(steps))
     record = {
         "steps": list(steps),
-        "prune": ctx.config["prune"],
-        "quantize": ctx.config["quantize"],
+        "prune": ctx.config.prune.to_table(),
+        "quantize": ctx.config.quantize.to_table(),
         "base": _read_recipe(root),
     }
     x = candidates.pool.x
@@ -411,23 +428,21 @@ def mirrored_set(
     if directory.exists():
         shutil.rmtree(directory)
     public_x = ctx.split("public")[0]
-    calibration, calibration_labels = ctx.sample(
-        "public", int(ctx.config["quantize"]["calibration_samples"])
-    )
+    calibration, calibration_labels = ctx.sample("public", ctx.config.quantize.calibration_samples)
     jobs = [
         MirrorJob(
             source=str(source / ref_name(i)),
             out_dir=str(directory / ref_name(i)),
             step=steps[-1],
-            prune=dict(ctx.config["prune"]),
-            quantize=dict(ctx.config["quantize"]),
+            prune=ctx.config.prune.to_table(),
+            quantize=ctx.config.quantize.to_table(),
             example=public_x[:2],
             check=ctx.split("test")[0][:256],
             calibration=calibration,
             calibration_labels=calibration_labels,
             x=x,
             augment=augment,
-            tolerance=float(ctx.config["export"]["tolerance"]),
+            tolerance=ctx.config.export.tolerance,
         )
         for i in range(base.k)
     ]

@@ -16,15 +16,15 @@ Accounting model (DESIGN §4, §5):
   upper bound for any mix of LADP, fine-tune and PATE spends. A DP spend without a history
   (only (ε, δ) known) is composed with the rest by basic composition (ε and δ add), also valid.
 - Artifacts: a stage that trains from scratch starts a new lineage; a stage that modifies its
-  input (details["lineage"] = "continue": fine-tuning, calibration) extends it; post-processing
+  input (Spend.lineage "continue": fine-tuning, calibration) extends it; post-processing
   keeps it. An artifact's ε composes its lineage only (it is a function of those mechanisms and
   public data). The run's total composes everything that read each data set; disjoint data sets
   compose in parallel (the total is the largest).
 - A stage that reads private data without DP (kind "none") makes its artifact and its data set's
   total "not private" (ε None) and records a warning, which is printed when a reporter is given.
-- Budget ([budget] epsilon > 0): `check_budget` plans every stage's spend before anything runs
-  and refuses a run whose total would pass the cap; `Ledger.admit` refuses one stage before it
-  runs. Reading private data without DP can never fit a finite cap.
+- Budget ([budget] epsilon > 0): the runner plans every stage's spend before anything runs
+  (pipelines.planning) and refuses a run whose total would pass the cap; `Ledger.admit` refuses
+  one stage before it runs. Reading private data without DP can never fit a finite cap.
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from pipelines.errors import PrivcompError
-from pipelines.stage import POST_PROCESSING, Spend
+from pipelines.settings.run import BudgetSettings
+from pipelines.spend import DEFAULT_DATASET, Guarantee, Spend
 from privacy.accounting import (
     ACCOUNTANTS,
     CALIBRATION_RTOL,
@@ -48,19 +49,6 @@ from privacy.accounting import (
     history_epsilon,
 )
 from privacy.hyperparameters import gaussian_rdp, rdp_epsilon
-
-if TYPE_CHECKING:
-    from pipelines.context import RunContext
-    from pipelines.stage import Stage
-
-DEFAULT_DATASET = "members"
-
-
-@dataclass(frozen=True)
-class Guarantee:
-    epsilon: float | None  # None: not private (infinite)
-    delta: float | None
-    accountant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,14 +278,8 @@ class Budget:
     delta: float | None = None
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Budget:
-        section = config.get("budget", {})
-        eps, delta = float(section.get("epsilon", 0.0)), float(section.get("delta", 0.0))
-        if not (math.isfinite(eps) and eps >= 0):
-            raise PrivcompError(f"budget.epsilon must be >= 0 (0: no cap), got {eps}")
-        if not 0 <= delta < 1:
-            raise PrivcompError(f"budget.delta must be in [0, 1) (0: per spend), got {delta}")
-        return cls(epsilon=eps or None, delta=delta or None)
+    def from_settings(cls, section: BudgetSettings) -> Budget:
+        return cls(epsilon=section.epsilon or None, delta=section.delta or None)
 
 
 @dataclass
@@ -355,8 +337,8 @@ class Ledger:
         whose outputs were replaced (a forced re-run): anyone may hold those files too, so they
         are composed into the data set's total and into the new artifact's lineage."""
         details = spend.details
-        name = str(details.get("dataset", DEFAULT_DATASET))
-        continues = details.get("lineage") == "continue"
+        name = spend.dataset
+        continues = spend.lineage == "continue"
         extra: dict[str, Any] = {}
         if spend.kind == "dp":
             releases = [*(e for e in earlier if e.kind == "dp"), spend]
@@ -383,10 +365,8 @@ class Ledger:
             if self.warn is not None:
                 self.warn(f"[bold red]warning:[/bold red] {message}")
             extra = {"dataset": name, "warning": message}
-        elif spend.kind == "post-processing":
+        else:  # post-processing
             self._require_lineage(stage)
-        else:
-            raise ValueError(f"stage '{stage}': unknown spend kind '{spend.kind}'")
         assert self.lineage is not None
         self.current = self.lineage.guarantee()
         own = {k: v for k, v in details.items() if k not in ("epsilon", "delta")}
@@ -398,7 +378,7 @@ class Ledger:
     def record_elsewhere(self, label: str, spend: Spend) -> None:
         """A DP release of the members that this pipeline does not build on (another pipeline's
         stage in the same run dir): it counts in its data set's total, in no artifact's lineage."""
-        name = str(spend.details.get("dataset", DEFAULT_DATASET))
+        name = spend.dataset
         self.datasets.setdefault(name, _Account()).add(mechanism_of(spend), spend, self.budget)
         self.entries.append(
             {
@@ -445,7 +425,7 @@ class Ledger:
             return
         trial = self._clone()
         trial.record(stage, planned, earlier=earlier)
-        name = str(planned.details.get("dataset", DEFAULT_DATASET))
+        name = planned.dataset
         total = trial.dataset_total(name)
         if total.epsilon is None:
             raise PrivcompError(
@@ -493,90 +473,3 @@ class Ledger:
         for stage, spend in records:
             ledger.record(stage, spend)
         return ledger
-
-
-# ---- the ledger a running stage sees --------------------------------------------------------
-
-
-def ledger_for(ctx: RunContext) -> Ledger:
-    """The ledger of the stages completed so far in this run.
-
-    The runner's own ledger when it puts one on the context (ctx.ledger); otherwise rebuilt from
-    the result.json of each completed stage (written before the next stage starts, for fresh and
-    reused stages alike), with the run's [budget].
-    """
-    live = getattr(ctx, "ledger", None)
-    if isinstance(live, Ledger):
-        return live
-    from pipelines.rundir import read_json, stage_dir_name
-
-    records = []
-    for position, name in enumerate(ctx.history, start=1):
-        data = read_json(ctx.run_dir / stage_dir_name(position, name) / "result.json")
-        records.append((name, Spend(**data["spend"])))
-    return Ledger.replay(records, budget=Budget.from_config(ctx.config))
-
-
-# ---- planning: the budget check before anything runs ----------------------------------------
-
-
-class PlansSpend(Protocol):
-    """A stage that can say, before it runs, what it will spend given the ledger so far."""
-
-    def planned_spend(self, ctx: RunContext, ledger: Ledger) -> Spend | None: ...
-
-
-# name -> planner for stages that do not plan themselves; None from a planner: no effect on the
-# ledger (the audit).
-Planner = Callable[["Stage", "RunContext", Ledger], Spend | None]
-PLANNERS: dict[str, Planner] = {}
-
-
-def register_planner(name: str, planner: Planner) -> None:
-    PLANNERS[name] = planner
-
-
-def plan_spend(stage: Stage, ctx: RunContext, ledger: Ledger) -> Spend | None:
-    method = getattr(stage, "planned_spend", None)
-    if callable(method):
-        planned: Spend | None = method(ctx, ledger)
-        return planned
-    if stage.name in PLANNERS:
-        return PLANNERS[stage.name](stage, ctx, ledger)
-    if not stage.uses_private_data:
-        return POST_PROCESSING
-    # Unknown and reads private data: it cannot be accounted for, so it counts as not private.
-    return Spend(kind="none", details={"reason": "reads private data and plans no DP spend"})
-
-
-def check_budget(stages: Sequence[Stage], ctx: RunContext) -> Ledger | None:
-    """Plan every stage's spend in order; PrivcompError if the run would pass [budget].epsilon.
-
-    Runs before any stage (the runner calls it after every stage.check). Without a cap it only
-    plans when a stage asks for it (a DP fine-tune checks its target against its input's plan).
-    Returns the planned ledger (None when nothing was planned).
-    """
-    budget = Budget.from_config(ctx.config)
-    wants = any(getattr(s, "plans_privacy", False) for s in stages)
-    if budget.epsilon is None and not wants:
-        return None
-    ledger = Ledger(budget)
-    for stage in stages:
-        planned = plan_spend(stage, ctx, ledger)
-        if planned is None:
-            continue
-        ledger.admit(stage.name, planned)
-        ledger.record(stage.name, planned)
-    return ledger
-
-
-def _plan_train(stage: Stage, ctx: RunContext, ledger: Ledger) -> Spend:
-    return Spend(kind="none", details={"mechanism": "adam, no DP"})
-
-
-def _plan_evaluate(stage: Stage, ctx: RunContext, ledger: Ledger) -> None:
-    return None  # the audit: its numbers go to the data owner, never into an artifact
-
-
-register_planner("train", _plan_train)
-register_planner("evaluate", _plan_evaluate)

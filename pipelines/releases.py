@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.rundir import read_json, write_json
-from pipelines.stage import Spend
+from pipelines.spend import Spend
 
 RELEASES = "releases.json"
 STARTED, DONE, INTERRUPTED = "started", "done", "interrupted"
@@ -37,18 +37,12 @@ class Release:
         return self.status in (DONE, INTERRUPTED)
 
     def to_json(self) -> dict[str, Any]:
-        spend = self.spend
         return {
             "position": self.position,
             "stage": self.stage,
             "status": self.status,
             "outputs": self.outputs,
-            "spend": {
-                "kind": spend.kind,
-                "epsilon": spend.epsilon,
-                "delta": spend.delta,
-                "details": spend.details,
-            },
+            "spend": self.spend.to_json(),
         }
 
     @classmethod
@@ -56,7 +50,7 @@ class Release:
         return cls(
             int(data["position"]),
             str(data["stage"]),
-            Spend(**data["spend"]),
+            Spend.from_json(data["spend"]),
             dict(data["outputs"]),
             str(data.get("status", DONE)),
         )

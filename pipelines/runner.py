@@ -2,7 +2,8 @@
 
 Data flow is one way: config -> stages -> run dir -> summary. A stage whose record in the
 manifest matches (same position, same inputs, outputs still on disk with the same hashes) is
-reused, so a killed or repeated run resumes instead of starting over.
+reused, so a killed or repeated run resumes instead of starting over. Every fresh stage is
+planned against the live ledger and admitted before it runs (pipelines.planning).
 """
 
 from __future__ import annotations
@@ -17,50 +18,28 @@ from pipelines.config import Config, to_toml
 from pipelines.context import RunContext
 from pipelines.data import Splits, load_dataset, make_splits
 from pipelines.errors import PrivcompError
-from pipelines.evaluation import measure_artifact
-from pipelines.ledger import Budget, Ledger, check_budget, plan_spend
+from pipelines.evaluation import measure_latest
+from pipelines.ledger import Budget, Ledger
+from pipelines.planning import check_budget, plan
 from pipelines.progress import Reporter
 from pipelines.releases import ReleaseLog
 from pipelines.rundir import locked, read_json, stage_dir_name, write_atomic, write_json
-from pipelines.stage import Spend, Stage, StageResult
-from pipelines.stages import STAGES
-from privacy.randomness import noise_description
+from pipelines.spend import Spend
+from pipelines.stage import Stage, StageResult
+from pipelines.summary import artifact_row, run_info, with_measurements
+from pipelines.verify import check_spend_matches_plan
 
-EVALUATE_MODES = ("each", "last", "none")
 VERSION = "0.1.0"
 
-
-def plan(names: list[str], config: Config) -> list[Stage]:
-    """Resolve stage names and check that every requirement is provided by an earlier stage."""
-    if not names:
-        raise PrivcompError("no stages given (see `pipeline stages`)")
-    available = {"splits"}
-    stages = []
-    for name in names:
-        if name not in STAGES:
-            raise PrivcompError(f"unknown stage '{name}' (known: {', '.join(sorted(STAGES))})")
-        cls = STAGES[name]
-        for requirement in cls.requires:
-            options = requirement.split("|")
-            if not available.intersection(options):
-                providers = sorted(s for s, c in STAGES.items() if set(c.provides) & set(options))
-                raise PrivcompError(
-                    f"stage '{name}' needs {' or '.join(repr(o) for o in options)}, which no "
-                    f"earlier stage provides (put one of {', '.join(providers)} before it)"
-                )
-        available.update(cls.provides)
-        stages.append(cls(config.get(name, {})))
-    if config["run"]["evaluate"] not in EVALUATE_MODES:
-        raise PrivcompError(f"run.evaluate must be one of {', '.join(EVALUATE_MODES)}")
-    return stages
+__all__ = ["VERSION", "build_context", "plan", "run_pipeline"]
 
 
 def build_context(config: Config, run_dir: Path, reporter: Reporter) -> RunContext:
     """The run's data set and seeded split from [run] and [data]."""
-    run_cfg = config["run"]
-    root = Path(run_cfg["data_root"]) if run_cfg["data_root"] else None
-    dataset = load_dataset(run_cfg["dataset"], root=root)
-    splits = make_splits(len(dataset.y), seed=int(run_cfg["seed"]), fractions=config["data"])
+    run = config.run
+    root = Path(run.data_root) if run.data_root else None
+    dataset = load_dataset(run.dataset, root=root)
+    splits = make_splits(len(dataset.y), seed=run.seed, fractions=config.data.fractions())
     return RunContext(run_dir, config, dataset, splits, reporter)
 
 
@@ -83,37 +62,41 @@ def run_pipeline(
     ctx = build_context(config, run_dir, reporter)
     for stage in stages:
         stage.check(ctx)  # every setting is checked before anything is written
-    check_budget(stages, ctx)  # a run that would pass [budget] is refused before it starts
+    check_budget(stages, ctx)  # a run whose plans cannot work is refused before it starts
     with locked(run_dir):
         return _run_locked(stages, ctx, rerun_dp=rerun_dp)
 
 
 def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict[str, Any]:
-    run_dir, config, reporter = ctx.run_dir, ctx.config, ctx.reporter
-    _prepare_run_dir(run_dir, config, ctx.splits)
+    run_dir, reporter = ctx.run_dir, ctx.reporter
+    _prepare_run_dir(run_dir, ctx.config, ctx.splits)
     reporter.info(f"run directory: {run_dir}")
     previous = _previous_records(run_dir)
-    ledger = Ledger(Budget.from_config(config), warn=reporter.info)
-    ctx.ledger = ledger
+    ctx.ledger = Ledger(Budget.from_settings(ctx.config.budget), warn=reporter.info)
     log = ReleaseLog(run_dir)
     pipeline = {position: stage.name for position, stage in enumerate(stages, start=1)}
     for release in log.outside(pipeline):  # another pipeline's releases in this run dir
-        ledger.record_elsewhere(stage_dir_name(release.position, release.stage), release.spend)
+        ctx.ledger.record_elsewhere(stage_dir_name(release.position, release.stage), release.spend)
     records: list[dict[str, Any]] = []
-    entries: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for position, stage in enumerate(stages, start=1):
         reporter.info(f"[bold][{position}/{len(stages)}] {stage.name}[/bold]")
-        ctx.stage_dir = run_dir / stage_dir_name(position, stage.name)
+        ctx.position, ctx.stage_dir = position, run_dir / stage_dir_name(position, stage.name)
         record, result = _run_or_reuse(ctx, stage, previous.get(position), rerun_dp=rerun_dp)
         records.append(record)
         earlier = [r.spend for r in log.earlier(position, stage.name, record["outputs"])]
-        _advance(ctx, stage, result, ledger, earlier)
+        _advance(ctx, stage, result, earlier)
         write_json(run_dir / "manifest.json", {"stages": records})
-        write_json(run_dir / "ledger.json", ledger.to_dict())
-        measured = _measure(ctx, position == len(stages) or stage.name == "evaluate")
-        write_json(ctx.stage_dir / "metrics.json", {"stage": result.metrics, **measured})
-        entries.append(_summary_entry(ctx, stage, record, measured))
-    summary = {"run": _run_info(ctx), "stages": entries, "ledger": ledger.to_dict()}
+        write_json(run_dir / "ledger.json", ctx.ledger.to_dict())
+        measured = measure_latest(ctx, final=position == len(stages))
+        write_json(ctx.stage_dir / "metrics.json", {"stage": result.metrics, **measured.to_json()})
+        if result.outputs:
+            rows.append(artifact_row(ctx, stage.name, record["seconds"], measured.artifact))
+    summary = {
+        "run": run_info(ctx, VERSION),
+        "stages": with_measurements(ctx, rows),
+        "ledger": ctx.ledger.to_dict(),
+    }
     write_json(run_dir / "summary.json", summary)
     return summary
 
@@ -160,37 +143,24 @@ def _run_or_reuse(
     if reused is not None and old is not None:
         ctx.reporter.info("  reusing the outputs of an earlier run (hashes match)")
         return old, reused
-    position = int(ctx.stage_dir.name[:2])
-    log = ReleaseLog(ctx.run_dir)
-    log.settle(position, stage.name, ctx.stage_dir)  # an interrupted attempt that wrote files
-    released = log.at(position, stage.name)
-    if released and not rerun_dp:
-        raise PrivcompError(
-            f"stage '{stage.name}' already released a DP model of the members in {ctx.run_dir} "
-            "and its outputs are gone or changed; running it again with fresh noise would be a "
-            "second release. Restore its files, or pass --rerun-dp to run it again and compose "
-            "every earlier release in the ledger"
-        )
-    assert ctx.ledger is not None
-    planned = plan_spend(stage, ctx, ctx.ledger)
-    if planned is not None:  # the budget pays for every release, the lost ones too
-        ctx.ledger.admit(stage.name, planned, earlier=[r.spend for r in released])
-    if released:
-        ctx.reporter.info(
-            f"  [bold]re-running a DP stage:[/bold] {len(released)} earlier release(s) of the "
-            "members are composed into its ε"
-        )
+    planned, released = _admit(ctx, stage, rerun_dp=rerun_dp)
     if ctx.stage_dir.exists():
         shutil.rmtree(ctx.stage_dir)  # an incomplete or outdated attempt of this same run
     ctx.stage_dir.mkdir(parents=True)
-    if planned is not None and planned.kind == "dp":
-        log.start(position, stage.name, planned)  # logged before the members are read
+    log = ReleaseLog(ctx.run_dir)
+    if planned.kind == "dp":
+        log.start(ctx.position, stage.name, planned)  # logged before the members are read
+    ctx.planned = planned
     start = time.perf_counter()
-    result = stage.run(ctx)
+    try:
+        result = stage.run(ctx)
+    finally:
+        ctx.planned = None
     seconds = round(time.perf_counter() - start, 3)
+    check_spend_matches_plan(stage.name, planned, result.spend)
     outputs = {k: artifact_hash(k, p) for k, p in result.outputs.items()}
     record: dict[str, Any] = {
-        "position": position,
+        "position": ctx.position,
         "name": stage.name,
         "status": "done",
         "seconds": None if stage.conceals_duration else seconds,
@@ -198,9 +168,32 @@ def _run_or_reuse(
         "outputs": outputs,
     }
     if result.spend.kind == "dp":
-        log.finish(position, stage.name, result.spend, outputs)
+        log.finish(ctx.position, stage.name, result.spend, outputs)
     write_json(ctx.stage_dir / "result.json", _result_to_json(ctx, result))
     return record, result
+
+
+def _admit(ctx: RunContext, stage: Stage, *, rerun_dp: bool) -> tuple[Spend, list[Spend]]:
+    """Plan the stage against the live ledger and admit it, with every earlier release of it
+    (a lost or replaced one counts: anyone may hold its files)."""
+    log = ReleaseLog(ctx.run_dir)
+    log.settle(ctx.position, stage.name, ctx.stage_dir)  # an interrupted attempt that wrote files
+    released = [r.spend for r in log.at(ctx.position, stage.name)]
+    if released and not rerun_dp:
+        raise PrivcompError(
+            f"stage '{stage.name}' already released a DP model of the members in {ctx.run_dir} "
+            "and its outputs are gone or changed; running it again with fresh noise would be a "
+            "second release. Restore its files, or pass --rerun-dp to run it again and compose "
+            "every earlier release in the ledger"
+        )
+    planned = stage.planned_spend(ctx)
+    ctx.ledger.admit(stage.name, planned, earlier=released)
+    if released:
+        ctx.reporter.info(
+            f"  [bold]re-running a DP stage:[/bold] {len(released)} earlier release(s) of the "
+            "members are composed into its ε"
+        )
+    return planned, released
 
 
 def _reusable(
@@ -221,71 +214,19 @@ def _reusable(
 def _result_to_json(ctx: RunContext, result: StageResult) -> dict[str, Any]:
     return {
         "outputs": {k: str(p.relative_to(ctx.run_dir)) for k, p in result.outputs.items()},
-        "spend": {
-            "kind": result.spend.kind,
-            "epsilon": result.spend.epsilon,
-            "delta": result.spend.delta,
-            "details": result.spend.details,
-        },
+        "spend": result.spend.to_json(),
         "metrics": result.metrics,
     }
 
 
 def _result_from_json(ctx: RunContext, data: dict[str, Any]) -> StageResult:
     outputs = {k: ctx.run_dir / p for k, p in data["outputs"].items()}
-    return StageResult(outputs, Spend(**data["spend"]), data["metrics"])
+    return StageResult(outputs, Spend.from_json(data["spend"]), data["metrics"])
 
 
-def _advance(
-    ctx: RunContext, stage: Stage, result: StageResult, ledger: Ledger, earlier: list[Spend]
-) -> None:
+def _advance(ctx: RunContext, stage: Stage, result: StageResult, earlier: list[Spend]) -> None:
     ctx.artifacts.update(result.outputs)
     if result.outputs:
         ctx.latest = list(result.outputs)[-1]
-    ctx.guarantee = ledger.record(stage.name, result.spend, earlier=earlier)
+    ctx.guarantee = ctx.ledger.record(stage.name, result.spend, earlier=earlier)
     ctx.history.append(stage.name)
-
-
-def _measure(ctx: RunContext, final: bool) -> dict[str, Any]:
-    """Accuracy and size always; attacks per run.evaluate. Reuses an earlier measurement of the
-    same artifact (same hash) from this run or from the stage's metrics.json on disk."""
-    assert ctx.latest is not None
-    mode = ctx.config["run"]["evaluate"]
-    with_attacks = mode == "each" or (final and mode == "last") or ctx.history[-1] == "evaluate"
-    path = ctx.artifacts[ctx.latest]
-    key = f"{artifact_hash(ctx.latest, path)}:{'attacked' if with_attacks else 'plain'}"
-    on_disk = ctx.stage_dir / "metrics.json"
-    if key not in ctx.measurements and on_disk.exists():
-        earlier = read_json(on_disk)
-        if earlier.get("measurement") == key:
-            kept = ("utility", "size", "attacks", "roc")
-            ctx.measurements[key] = {k: earlier[k] for k in kept if k in earlier}
-    if key not in ctx.measurements:
-        ctx.measurements[key] = measure_artifact(ctx, ctx.latest, path, with_attacks=with_attacks)
-    return {"measurement": key, **ctx.measurements[key]}
-
-
-def _summary_entry(
-    ctx: RunContext, stage: Stage, record: dict[str, Any], measured: dict[str, Any]
-) -> dict[str, Any]:
-    assert ctx.latest is not None and ctx.guarantee is not None
-    return {
-        "name": stage.name,
-        "artifact": str(ctx.artifacts[ctx.latest].relative_to(ctx.run_dir)),
-        "artifact_kind": ctx.latest,
-        "seconds": record["seconds"],
-        "privacy": {"epsilon": ctx.guarantee.epsilon, "delta": ctx.guarantee.delta},
-        **{k: measured[k] for k in ("utility", "size", "attacks")},
-    }
-
-
-def _run_info(ctx: RunContext) -> dict[str, Any]:
-    run, mode = ctx.config["run"], ctx.noise_mode
-    return {
-        "dataset": run["dataset"],
-        "model": run["model"],
-        "seed": run["seed"],
-        "version": VERSION,
-        "noise": mode,
-        "noise_note": noise_description(mode),
-    }

@@ -1,4 +1,5 @@
-"""The stage contract (DESIGN §4): a stage declares what it needs and provides; `run` does the work.
+"""The stage contract (DESIGN §4): a stage declares what it needs and provides, its typed config
+section and what it will spend; `run` does the work.
 
 Artifacts are named: "model" (a folder with model.safetensors + arch.json) and "onnx_model" (one
 .onnx file). A requirement written "model|onnx_model" is met by either.
@@ -9,33 +10,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pipelines.settings.base import Section
+from pipelines.spend import POST_PROCESSING, Spend
 
 if TYPE_CHECKING:
     from pipelines.context import RunContext
 
-
-@dataclass(frozen=True)
-class Spend:
-    """What a stage did to the privacy of the artifact it produced.
-
-    kind "dp": a DP mechanism on the private data, with its accounted (epsilon, delta).
-    kind "none": read private data without DP: the artifact is not private (epsilon None).
-    kind "post-processing": no private data touched; the input's guarantee carries over.
-
-    `details` of a "dp" spend feed the ledger's accountant: `noise_multiplier`, `sample_rate`,
-    `steps`, `accountant` (one subsampled Gaussian mechanism), `dataset` (the private split read,
-    default "members") and `lineage = "continue"` when it extends its input's history (a DP
-    fine-tune) instead of starting a new artifact lineage.
-    """
-
-    kind: str
-    epsilon: float | None = None
-    delta: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-POST_PROCESSING = Spend(kind="post-processing")
+__all__ = ["POST_PROCESSING", "Spend", "Stage", "StageResult"]
 
 
 @dataclass(frozen=True)
@@ -45,16 +28,28 @@ class StageResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class Stage(ABC):
+C = TypeVar("C", bound=Section)
+
+
+class Stage(ABC, Generic[C]):
+    """Subclasses set the class attributes and `Config` (their section's dataclass, the only
+    source of their defaults); the constructor only stores the config.
+
+    The runner calls, in order: `check(ctx)` for every stage before anything is written;
+    `planned_spend(ctx)` (against the ledger so far, ctx.ledger) to check the budget and admit
+    the stage before it runs; `run(ctx)`, which finds the admitted plan in ctx.planned and
+    returns the spend it really made: the planned mechanism, never more.
+    """
+
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]]
     provides: ClassVar[tuple[str, ...]]
-    uses_private_data: ClassVar[bool]
     privacy_cost: ClassVar[str]  # one line for `pipeline stages`
     summary: ClassVar[str]
+    Config: ClassVar[type[Section]]
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = dict(config)
+    def __init__(self, config: C) -> None:
+        self.config = config
 
     @property
     def conceals_duration(self) -> bool:
@@ -64,6 +59,11 @@ class Stage(ABC):
 
     def check(self, ctx: RunContext) -> None:  # noqa: B027 - optional hook
         """Validate settings against the data before any stage runs (raise PrivcompError)."""
+
+    @abstractmethod
+    def planned_spend(self, ctx: RunContext) -> Spend:
+        """What the stage will spend, fixed before it reads any private data, given the ledger
+        so far (ctx.ledger)."""
 
     @abstractmethod
     def run(self, ctx: RunContext) -> StageResult: ...

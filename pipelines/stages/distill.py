@@ -22,27 +22,25 @@ from compress.distill import soft_labels, student_model
 from compress.macs import torch_macs
 from models.io import load_model, model_bytes, save_model
 from models.training import accuracy, fit, predict_logits
-from models.zoo import MODELS, count_params, seeded_model
+from models.zoo import count_params, seeded_model
 from pipelines.artifacts import MODEL
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
-from pipelines.ledger import Ledger, ledger_for
+from pipelines.settings.compression import DistillSettings
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
 from privacy.pate import PATEConfig, pate_label, pate_spend
 
-DISTILL_MODES = ("soft", "pate")
 
-
-def _pate_config(section: dict[str, Any]) -> PATEConfig:
+def _pate_config(section: DistillSettings) -> PATEConfig:
     return PATEConfig(
-        teachers=int(section["teachers"]),
-        sigma=float(section["gnmax_sigma"]),
-        queries=int(section["queries"]),
-        delta=float(section["delta"]),
-        teacher_epochs=int(section["teacher_epochs"]),
-        teacher_batch_size=int(section["batch_size"]),
-        teacher_lr=float(section["teacher_lr"]),
+        teachers=section.teachers,
+        sigma=section.gnmax_sigma,
+        queries=section.queries,
+        delta=section.delta,
+        teacher_epochs=section.teacher_epochs,
+        teacher_batch_size=section.batch_size,
+        teacher_lr=section.teacher_lr,
     )
 
 
@@ -58,49 +56,37 @@ class Distill(Stage):
     )
     summary = "knowledge distillation into a smaller student on public data (soft or PATE)"
 
+    Config = DistillSettings
+
     def check(self, ctx: RunContext) -> None:
         cfg = self.config
-        if cfg["mode"] not in DISTILL_MODES:
-            raise PrivcompError(f"distill.mode must be one of {', '.join(DISTILL_MODES)}")
-        if cfg["student"] not in MODELS:
-            known = ", ".join(sorted(MODELS))
-            raise PrivcompError(f"distill.student '{cfg['student']}' unknown (known: {known})")
-        if not float(cfg["temperature"]) > 0:
-            raise PrivcompError(f"distill.temperature must be > 0, got {cfg['temperature']}")
-        if min(int(cfg["epochs"]), int(cfg["batch_size"]), int(cfg["student_width"])) < 1:
-            raise PrivcompError("distill.epochs, batch_size and student_width must be >= 1")
-        if int(cfg["student_hidden"]) < 1 or not float(cfg["lr"]) > 0:
-            raise PrivcompError("distill.student_hidden must be >= 1 and distill.lr > 0")
         if len(ctx.splits["public"]) == 0:
             raise PrivcompError("distill trains the student on the public split: it is empty")
-        if cfg["mode"] == "pate":
+        if cfg.mode == "pate":
             config = _pate_config(cfg)
             try:
                 config.check(members=len(ctx.splits["members"]), public=len(ctx.splits["public"]))
             except ValueError as exc:
                 raise PrivcompError(f"distill (pate): {exc}") from exc
 
-    def planned_spend(self, ctx: RunContext, ledger: Ledger) -> Spend:
-        if self.config["mode"] != "pate":
+    def planned_spend(self, ctx: RunContext) -> Spend:
+        """PATE's bound is data-independent, so the plan is the spend: a new lineage (a fresh
+        student) whose ε is PATE's own; mode soft is post-processing of the teacher."""
+        if self.config.mode != "pate":
             return POST_PROCESSING
         spend = pate_spend(_pate_config(self.config))
-        details = {
-            **spend.to_dict(),
-            "dataset": "members",
-            "lineage": "new",
-            "noise": ctx.noise_mode,
-        }
+        details = {**spend.to_dict(), "noise": ctx.noise_mode}
         return Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=details)
 
     def _student(self, ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
         cfg = self.config
         try:
             return student_model(
-                str(cfg["student"]),
+                cfg.student,
                 in_shape=ctx.dataset.in_shape,
                 num_classes=ctx.dataset.num_classes,
-                width=int(cfg["student_width"]),
-                hidden=int(cfg["student_hidden"]),
+                width=cfg.student_width,
+                hidden=cfg.student_hidden,
                 seed=ctx.derived_seed(0),
             )
         except (TypeError, ValueError) as exc:
@@ -110,7 +96,7 @@ class Distill(Stage):
         source = ctx.artifact(MODEL)
         teacher, _ = load_model(source)
         student, arch = self._student(ctx)
-        if self.config["mode"] == "pate":
+        if self.config.mode == "pate":
             spend, metrics = self._pate(ctx, student)
         else:
             spend, metrics = self._soft(ctx, teacher, student)
@@ -118,7 +104,7 @@ class Distill(Stage):
         test_x, test_y = ctx.split("test")
         metrics.update(
             {
-                "mode": self.config["mode"],
+                "mode": self.config.mode,
                 "teacher_params": count_params(teacher),
                 "student_params": count_params(student),
                 "teacher_macs": torch_macs(teacher, ctx.dataset.in_shape),
@@ -135,7 +121,7 @@ class Distill(Stage):
     ) -> tuple[Spend, dict[str, Any]]:
         cfg = self.config
         x, y = ctx.split("public")
-        temperature = float(cfg["temperature"])
+        temperature = cfg.temperature
         probs = soft_labels(teacher, x, temperature=temperature)
         with ctx.reporter.task("distill (soft labels)") as progress:
             result = run_soft_distillation(
@@ -143,9 +129,9 @@ class Distill(Stage):
                 x,
                 probs,
                 temperature=temperature,
-                epochs=int(cfg["epochs"]),
-                batch_size=int(cfg["batch_size"]),
-                lr=float(cfg["lr"]),
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
                 seed=ctx.derived_seed(1),
                 progress=progress,
             )
@@ -162,9 +148,6 @@ class Distill(Stage):
 
     def _pate(self, ctx: RunContext, student: nn.Module) -> tuple[Spend, dict[str, Any]]:
         cfg = self.config
-        ledger = ledger_for(ctx)
-        planned = self.planned_spend(ctx, ledger)
-        ledger.admit(self.name, planned)
         config = _pate_config(cfg)
         public_x, public_y = ctx.split("public")
         order = np.random.default_rng(ctx.derived_seed(2)).permutation(len(public_x))
@@ -196,18 +179,13 @@ class Distill(Stage):
                 student,
                 public_x[chosen],
                 result.labels,
-                epochs=int(cfg["epochs"]),
-                batch_size=int(cfg["batch_size"]),
-                lr=float(cfg["lr"]),
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
                 seed=ctx.derived_seed(4),
                 progress=progress,
             )
-        details = {
-            **result.spend.to_dict(),
-            "dataset": "members",
-            "lineage": "new",
-            "noise": result.noise,
-        }
+        details = {**result.spend.to_dict(), "noise": result.noise}
         spend = Spend(
             kind="dp", epsilon=result.spend.epsilon, delta=result.spend.delta, details=details
         )

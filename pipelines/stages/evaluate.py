@@ -1,30 +1,35 @@
-"""`evaluate`: the auditor. Attacks the latest artifact; it changes nothing."""
+"""`evaluate`: the auditor's final word on the latest artifact. It runs every attack of
+evaluate.audit_attacks on it (those the runner already measured on the same file are reused) and
+changes nothing: its attacks join that artifact's row of the summary."""
 
 from __future__ import annotations
 
 from pipelines.artifacts import MODEL, ONNX_MODEL
 from pipelines.context import RunContext
-from pipelines.evaluation import check_evaluate_config
-from pipelines.stage import POST_PROCESSING, Stage, StageResult
+from pipelines.evaluation import measure
+from pipelines.settings.evaluation import EvaluateSettings
+from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
 
 
 @register_stage
-class Evaluate(Stage):
+class Evaluate(Stage[EvaluateSettings]):
     name = "evaluate"
     requires = (f"{MODEL}|{ONNX_MODEL}",)
     provides = ()
-    uses_private_data = True  # it measures leakage of the members; its numbers are not shipped
     privacy_cost = (
         "none: an audit for the data owner; its numbers stay in the run dir (in an ONNX file "
         "only with export.attack_metadata, labelled as not covered by epsilon)"
     )
-    summary = "membership-inference attacks, accuracy and size of the latest artifact"
+    summary = "every attack of evaluate.audit_attacks on the latest artifact"
+    Config = EvaluateSettings
 
-    def check(self, ctx: RunContext) -> None:
-        check_evaluate_config(ctx.config["evaluate"])
+    def planned_spend(self, ctx: RunContext) -> Spend:
+        return POST_PROCESSING  # its numbers go to the data owner, never into an artifact
 
     def run(self, ctx: RunContext) -> StageResult:
-        # The runner measures the latest artifact after this stage, with attacks (cached when
-        # the same artifact was already attacked after the stage that produced it).
-        return StageResult({}, POST_PROCESSING, {"audited": ctx.latest})
+        assert ctx.latest is not None
+        path = ctx.artifact(ctx.latest)
+        measured = measure(ctx, ctx.latest, path, attacks=list(self.config.audit_attacks))
+        audited = str(path.relative_to(ctx.run_dir))
+        return StageResult({}, POST_PROCESSING, {"audited": audited, "artifact": measured.artifact})

@@ -15,11 +15,15 @@ from models.zoo import seeded_model
 from pipelines.artifacts import MODEL
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
-from pipelines.ledger import Ledger
+from pipelines.settings.training import (
+    DPTrainingSettings,
+    TrainDPSGDSettings,
+    TrainLADPSettings,
+    TrainSettings,
+)
 from pipelines.stage import Spend, Stage, StageResult
 from pipelines.stages import register_stage
 from privacy.engines import build_engine
-from privacy.hyperparameters import SearchConfig
 from privacy.ladp import LADPConfig, LADPEngine, LADPResult, plan_noise
 from privacy.search import SearchPlan, SearchSpace, plan_search, public_accuracy, run_search
 
@@ -33,14 +37,20 @@ def _fresh_model(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
         raise PrivcompError(f"cannot build model '{arch['name']}': {exc}") from exc
 
 
+NOT_PRIVATE = Spend(kind="none", details={"mechanism": "adam, no DP"})
+
+
 @register_stage
-class Train(Stage):
+class Train(Stage[TrainSettings]):
     name = "train"
     requires = ("splits",)
     provides = (MODEL,)
-    uses_private_data = True
     privacy_cost = "epsilon = inf: trains on the members without DP"
     summary = "non-private baseline training on the members"
+    Config = TrainSettings
+
+    def planned_spend(self, ctx: RunContext) -> Spend:
+        return NOT_PRIVATE
 
     def run(self, ctx: RunContext) -> StageResult:
         x, y = ctx.split("members")
@@ -50,49 +60,28 @@ class Train(Stage):
                 model,
                 x,
                 y,
-                epochs=int(self.config["epochs"]),
-                batch_size=int(self.config["batch_size"]),
-                lr=float(self.config["lr"]),
-                weight_decay=float(self.config["weight_decay"]),
+                epochs=self.config.epochs,
+                batch_size=self.config.batch_size,
+                lr=self.config.lr,
+                weight_decay=self.config.weight_decay,
                 seed=ctx.seed,
                 progress=progress,
             )
         save_model(model, ctx.stage_dir, arch=arch)
         train_acc = accuracy(predict_logits(model, x), y)
-        spend = Spend(kind="none", details={"mechanism": "adam, no DP"})
-        return StageResult({MODEL: ctx.stage_dir}, spend, {"train_accuracy": train_acc})
+        return StageResult({MODEL: ctx.stage_dir}, NOT_PRIVATE, {"train_accuracy": train_acc})
 
 
-def ladp_config(section: dict[str, Any]) -> LADPConfig:
-    """The LADPConfig of a training section without a search (the first candidate if any)."""
-    return SearchSpace.from_section(section).config()
+class _DPTraining(Stage[DPTrainingSettings]):
+    """A DP training stage: one engine run on the members, or a private search over candidates."""
 
-
-def search_config(config: dict[str, Any]) -> SearchConfig:
-    section = config["search"]
-    return SearchConfig(
-        distribution=str(section["distribution"]),
-        mean=float(section["mean"]),
-        shape=float(section["shape"]),
-    )
-
-
-@register_stage
-class TrainLADP(Stage):
-    name = "train-ladp"
     requires = ("splits",)
     provides = (MODEL,)
-    uses_private_data = True
-    privacy_cost = (
-        "(epsilon, delta)-DP, accounted (PRV or RDP); stops at the budget; candidate lists: a "
-        "private hyper-parameter search, accounted as a whole"
-    )
-    summary = "layer-wise adaptive DP-SGD on the members"
-    engine = "ladp"  # privacy.engines: how the members are trained on
+    engine: str  # privacy.engines: how the members are trained on
 
     def space(self) -> SearchSpace:
         try:
-            return SearchSpace.from_section(self.config)
+            return self.config.space()
         except ValueError as exc:
             raise PrivcompError(f"{self.name}: {exc}") from exc
 
@@ -105,18 +94,18 @@ class TrainLADP(Stage):
         try:
             space.check(len(ctx.splits["members"]))
             if space.searching:
-                search_config(ctx.config).check()
+                self.config.search.search_config().check()
         except ValueError as exc:
             raise PrivcompError(f"{self.name}: {exc}") from exc
 
-    def planned_spend(self, ctx: RunContext, ledger: Ledger) -> Spend:
+    def planned_spend(self, ctx: RunContext) -> Spend:
         """The mechanism the stage will run, fixed before it reads the members: (q, σ, steps)
         of the planned run, or the search's RDP curve; ε is the target, an upper bound on what
         it prints."""
         space, n = self.space(), len(ctx.splits["members"])
         try:
             if space.searching:
-                plan = plan_search(space, search_config(ctx.config), n)
+                plan = plan_search(space, self.config.search.search_config(), n)
                 return self._search_spend(plan, ctx.noise_mode, {}, None)
             cfg = space.config()
             q, _, sigma, steps = plan_noise(cfg, n)
@@ -181,7 +170,7 @@ class TrainLADP(Stage):
     def _search(
         self, ctx: RunContext, initial: nn.Module, space: SearchSpace
     ) -> tuple[nn.Module, Spend, dict[str, Any]]:
-        plan = plan_search(space, search_config(ctx.config), len(ctx.splits["members"]))
+        plan = plan_search(space, self.config.search.search_config(), len(ctx.splits["members"]))
 
         def train(config: LADPConfig, noise_seed: int | None) -> nn.Module:
             return self._engine(ctx, copy.deepcopy(initial), config, noise_seed).run().model
@@ -233,10 +222,23 @@ class TrainLADP(Stage):
 
 
 @register_stage
-class TrainDPSGD(TrainLADP):
+class TrainLADP(_DPTraining):
+    name = "train-ladp"
+    privacy_cost = (
+        "(epsilon, delta)-DP, accounted (PRV or RDP); stops at the budget; candidate lists: a "
+        "private hyper-parameter search, accounted as a whole"
+    )
+    summary = "layer-wise adaptive DP-SGD on the members"
+    Config = TrainLADPSettings
+    engine = "ladp"
+
+
+@register_stage
+class TrainDPSGD(_DPTraining):
     """The baseline LADP is measured against: same sampling, steps, accountant and noise."""
 
     name = "train-dpsgd"
     privacy_cost = "(epsilon, delta)-DP, DP-SGD (flat clipping), accounted like train-ladp"
-    summary = "plain DP-SGD (Opacus per-example gradients) on the members ([train-dpsgd])"
+    summary = "plain DP-SGD (Opacus per-example gradients) on the members (its own section)"
+    Config = TrainDPSGDSettings
     engine = "dp-sgd"

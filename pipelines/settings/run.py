@@ -1,0 +1,90 @@
+"""Sections every run has: [run], [data], [model], [search], [budget]."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pipelines.settings.base import OpenSection, Section, one_of, require, setting
+from privacy.hyperparameters import SearchConfig
+
+EVALUATE_MODES = ("each", "last", "none")
+
+
+@dataclass(frozen=True)
+class RunSettings(Section):
+    name = "run"
+    dataset: str = setting("mnist5k", "data set: mnist5k (embedded) | digits | mnist | ...")
+    model: str = setting("cnn", "architecture from the model zoo (`pipeline models`)")
+    seed: int = setting(0, "seed of the split, initial weights, references and attacks")
+    data_root: str = setting("", "local folder of a data set that is not embedded")
+    evaluate: str = setting("each", "attack the artifact after: each | last | none")
+    reproducible_noise: bool = setting(
+        False,
+        "DP noise and sampling from the seed (experiments only: ε does not hold against the seed)",
+    )
+
+    def __post_init__(self) -> None:
+        one_of("run", "evaluate", self.evaluate, EVALUATE_MODES)
+
+
+@dataclass(frozen=True)
+class DataSettings(Section):
+    """Fractions of the data set per split (DESIGN §3); they may sum to less than 1."""
+
+    name = "data"
+    members: float = setting(0.40, "the target's training set (private)")
+    nonmembers: float = setting(0.10, "held out from the same pool: the attacks' negatives")
+    population: float = setting(0.30, "the attacker's data: references, RMIA population")
+    public: float = setting(0.10, "declared public: sensitivities, calibration, fine-tunes")
+    test: float = setting(0.10, "accuracy of every stage")
+
+    def __post_init__(self) -> None:
+        values = list(self.fractions().values())
+        require(
+            all(math.isfinite(v) and v >= 0 for v in values) and sum(values) <= 1.0 + 1e-9,
+            "split fractions must be non-negative and sum to at most 1",
+        )
+
+    def fractions(self) -> dict[str, float]:
+        return self.to_table()
+
+
+@dataclass(frozen=True)
+class ModelSettings(OpenSection):
+    """[model]: extra keyword arguments for the model factory (e.g. width, hidden)."""
+
+    name = "model"
+
+
+@dataclass(frozen=True)
+class SearchSettings(Section):
+    """The private hyper-parameter search (Papernot & Steinke 2022), run when a searchable key of
+    [train-ladp] or [train-dpsgd] holds a list of candidates or, for lr, the word "search"."""
+
+    name = "search"
+    distribution: str = setting(
+        "negative-binomial",
+        "number of repetitions K: negative-binomial (truncated, shape η) | poisson",
+    )
+    mean: float = setting(3.0, "E[K]")
+    shape: float = setting(0.0, "η of the negative binomial (0: logarithmic, 1: geometric)")
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig(distribution=self.distribution, mean=self.mean, shape=self.shape)
+
+
+@dataclass(frozen=True)
+class BudgetSettings(Section):
+    name = "budget"
+    epsilon: float = setting(0.0, "cap on the total ε per private data set (0: no cap)")
+    delta: float = setting(0.0, "δ at which compositions are reported (0: the first spend's)")
+
+    def __post_init__(self) -> None:
+        require(
+            math.isfinite(self.epsilon) and self.epsilon >= 0,
+            f"budget.epsilon must be >= 0 (0: no cap), got {self.epsilon}",
+        )
+        require(
+            0 <= self.delta < 1, f"budget.delta must be in [0, 1) (0: per spend), got {self.delta}"
+        )

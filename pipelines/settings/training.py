@@ -1,0 +1,107 @@
+"""The training sections: [train] (not private), [train-ladp] and [train-dpsgd].
+
+The DP sections take their defaults from privacy.ladp.LADPConfig, the engine's own
+configuration, so that the library and the pipeline cannot disagree. The measured defaults
+(lr 0.1, allocation "matched") were chosen at ε = 3 on seed 0's non-members ∪ population, never a
+default run's members (README, BENCHMARKS.md accuracy section).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipelines.settings.base import Section, derived, require, setting
+from pipelines.settings.run import SearchSettings
+from privacy.ladp import LADPConfig
+from privacy.search import SearchSpace
+
+_LADP = LADPConfig()
+
+# A searchable key holds its value, a list of candidates, or (lr) the word "search".
+Searchable = Any
+
+
+@dataclass(frozen=True)
+class TrainSettings(Section):
+    name = "train"
+    epochs: int = setting(15, "epochs of non-private training (Adam)")
+    batch_size: int = setting(64, "batch size")
+    lr: float = setting(1e-3, "Adam learning rate")
+    weight_decay: float = setting(0.0, "Adam weight decay")
+
+    def __post_init__(self) -> None:
+        require(
+            self.epochs >= 1 and self.batch_size >= 1 and self.lr > 0 and self.weight_decay >= 0,
+            "train: need epochs >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0",
+        )
+
+
+@dataclass(frozen=True)
+class DPTrainingSettings(Section):
+    """The keys [train-ladp] and [train-dpsgd] share, so that the two compare at equal settings."""
+
+    epsilon: float = setting(_LADP.epsilon, "target ε; training stops before passing it")
+    delta: float = setting(_LADP.delta, "target δ (must be < 1/members)")
+    epochs: int = setting(_LADP.epochs, "planned epochs (expected passes over the members)")
+    expected_batch_size: int = setting(
+        _LADP.expected_batch_size, "Poisson sampling rate q = this / members"
+    )
+    lr: Searchable = setting(
+        _LADP.lr, 'learning rate (a list or "search": a private search)', searchable=True
+    )
+    momentum: Searchable = setting(_LADP.momentum, "SGD momentum", searchable=True)
+    clip_norm: Searchable = setting(
+        _LADP.clip_norm,
+        "total clip norm C (per-layer norms sum to it in quadrature)",
+        searchable=True,
+    )
+    accountant: str = setting(_LADP.accountant, "prv | rdp (Opacus)")
+    # Filled by the loader from [search]: how a search over candidate lists draws its K.
+    search: SearchSettings = derived(SearchSettings())
+
+    def space(self) -> SearchSpace:
+        """The candidates of a private search (one, the settings themselves, without one)."""
+        table = {k: v for k, v in asdict(self).items() if k != "search"}
+        return SearchSpace.from_section(table)
+
+    def ladp_config(self) -> LADPConfig:
+        """The engine's configuration (the first candidate when searching)."""
+        return self.space().config()
+
+
+@dataclass(frozen=True)
+class TrainLADPSettings(DPTrainingSettings):
+    name = "train-ladp"
+    optimizer: Searchable = setting(_LADP.optimizer, "sgd | adam", searchable=True)
+    allocation: Searchable = setting(
+        _LADP.allocation,
+        "matched (per-layer clip from public gradient norms) | uniform | utility | protect",
+        searchable=True,
+    )
+    tau: Searchable = setting(_LADP.tau, "softmax temperature of the allocation", searchable=True)
+    sensitive_fraction: Searchable = setting(
+        _LADP.sensitive_fraction,
+        "utility / protect: top fraction clipped at clip_sensitive",
+        searchable=True,
+    )
+    clip_sensitive: Searchable = setting(
+        _LADP.clip_sensitive, "clip norm of sensitive layers", searchable=True
+    )
+    clip_other: Searchable = setting(_LADP.clip_other, "clip norm of the others", searchable=True)
+    fisher_every: Searchable = setting(
+        _LADP.fisher_every, "re-measure sensitivities every K steps", searchable=True
+    )
+    fisher_samples: Searchable = setting(
+        _LADP.fisher_samples, "public examples per measurement", searchable=True
+    )
+    fast_path: bool = setting(
+        _LADP.fast_path, "exact per-example clipping from activations (Linear/Conv2d/GroupNorm)"
+    )
+
+
+@dataclass(frozen=True)
+class TrainDPSGDSettings(DPTrainingSettings):
+    """The DP-SGD baseline: the shared keys and values of [train-ladp] (flat clipping only)."""
+
+    name = "train-dpsgd"

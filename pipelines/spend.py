@@ -1,0 +1,73 @@
+"""What a stage spends and what an artifact guarantees: the ledger's vocabulary (a leaf module)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("dp", "none", "post-processing")
+LINEAGES = ("new", "continue", "keep")
+DEFAULT_DATASET = "members"
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    epsilon: float | None  # None: not private (infinite)
+    delta: float | None
+    accountant: str | None = None
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What a stage did to the privacy of the artifact it produced.
+
+    kind "dp": a DP mechanism on the private split `dataset`, with its accounted (ε, δ); its
+    history entry (noise_multiplier, sample_rate, steps, accountant; or rdp_orders and rdp) is in
+    `details`, read by pipelines.ledger.mechanism_of.
+    kind "none": read private data without DP: the artifact is not private (ε None).
+    kind "post-processing": no private data touched; the input's guarantee carries over.
+
+    lineage "new": the artifact starts a lineage (trained from scratch); "continue": it extends
+    its input's (a DP fine-tune, a calibration on the members); "keep": post-processing.
+    """
+
+    kind: str
+    epsilon: float | None = None
+    delta: float | None = None
+    dataset: str = DEFAULT_DATASET
+    lineage: str = "new"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown spend kind '{self.kind}' (known: {', '.join(KINDS)})")
+        if self.lineage not in LINEAGES:
+            raise ValueError(f"unknown lineage '{self.lineage}' (known: {', '.join(LINEAGES)})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "dataset": self.dataset,
+            "lineage": self.lineage,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Spend:
+        details = dict(data.get("details", {}))
+        kind = str(data["kind"])
+        lineage = "keep" if kind == "post-processing" else "new"
+        return cls(
+            kind=kind,
+            epsilon=data.get("epsilon"),
+            delta=data.get("delta"),
+            # Run dirs of 0.1.0 kept both in the details.
+            dataset=str(data.get("dataset", details.get("dataset", DEFAULT_DATASET))),
+            lineage=str(data.get("lineage", details.get("lineage", lineage))),
+            details=details,
+        )
+
+
+POST_PROCESSING = Spend(kind="post-processing", lineage="keep")

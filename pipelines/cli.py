@@ -110,6 +110,27 @@ def _default_run_dir(stages: list[str], cfg: Config) -> Path:
     return Path("runs") / f"{cfg.run.dataset}-{cfg.run.model}-{digest}"
 
 
+@app.command("config")
+def show_config(
+    config: Annotated[Path | None, typer.Option(help="TOML configuration file")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override one setting: section.key=value")
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Every key, its default and what it does")
+    ] = False,
+) -> None:
+    """Print the resolved configuration as TOML (what a run dir's config.toml would hold)."""
+
+    def action() -> None:
+        from pipelines.config import load_config, to_toml
+        from pipelines.settings.docs import markdown_table
+
+        print(markdown_table() if markdown else to_toml(load_config(config, list(set_ or []))))
+
+    _guarded(action)
+
+
 @app.command("stages")
 def list_stages() -> None:
     """What each stage needs, provides and costs in privacy."""

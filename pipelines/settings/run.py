@@ -15,7 +15,7 @@ EVALUATE_MODES = ("each", "last", "none")
 class RunSettings(Section):
     name = "run"
     dataset: str = setting("mnist5k", "data set: mnist5k (embedded) | digits | mnist | ...")
-    model: str = setting("cnn", "architecture from the model zoo (`pipeline models`)")
+    model: str = setting("cnn", "architecture: cnn | mlp | resnet18 (models.zoo)")
     seed: int = setting(0, "seed of the split, initial weights, references and attacks")
     data_root: str = setting("", "local folder of a data set that is not embedded")
     evaluate: str = setting("each", "attack the artifact after: each | last | none")
@@ -52,7 +52,7 @@ class DataSettings(Section):
 
 @dataclass(frozen=True)
 class ModelSettings(OpenSection):
-    """[model]: extra keyword arguments for the model factory (e.g. width, hidden)."""
+    """Extra keyword arguments for the model factory (e.g. width, hidden)."""
 
     name = "model"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,10 @@ from pipelines.ledger import (
     Ledger,
     Opaque,
     calibrate_continuation,
-    check_budget,
     compose,
-    ledger_for,
 )
+from pipelines.planning import check_budget, plan
 from pipelines.progress import Reporter
-from pipelines.rundir import write_json
-from pipelines.runner import plan
 from pipelines.stage import POST_PROCESSING, Spend
 from privacy.pate import PATEConfig, pate_spend
 from tests.conftest import TINY
@@ -46,10 +42,26 @@ def prv(history: list[tuple[float, float, int]], delta: float = DELTA) -> float:
         return float(accountant.get_epsilon(delta=delta))
 
 
-def dp(sigma: float, q: float, steps: int, *, eps: float | None = None, **extra: object) -> Spend:
+def dp(
+    sigma: float,
+    q: float,
+    steps: int,
+    *,
+    eps: float | None = None,
+    lineage: str = "new",
+    dataset: str = "members",
+    **extra: object,
+) -> Spend:
     details = {"noise_multiplier": sigma, "sample_rate": q, "steps": steps, "accountant": "prv"}
     epsilon = prv([(sigma, q, steps)]) if eps is None else eps
-    return Spend(kind="dp", epsilon=epsilon, delta=DELTA, details={**details, **extra})
+    return Spend(
+        kind="dp",
+        epsilon=epsilon,
+        delta=DELTA,
+        dataset=dataset,
+        lineage=lineage,
+        details={**details, **extra},
+    )
 
 
 def test_a_single_spend_is_reported_as_its_own_accountant_says() -> None:
@@ -81,7 +93,7 @@ def test_a_new_training_starts_a_new_lineage_but_the_total_composes_both() -> No
     pate = pate_spend(PATEConfig(sigma=20.0, queries=100))
     student = ledger.record(
         "distill",
-        Spend("dp", pate.epsilon, pate.delta, {**pate.to_dict(), "lineage": "new"}),
+        Spend("dp", pate.epsilon, pate.delta, details=pate.to_dict()),
     )
     assert student.epsilon == pytest.approx(pate.epsilon)  # its own RDP bound
     assert student.accountant == "rdp"
@@ -96,7 +108,7 @@ def test_reading_private_data_without_dp_is_not_private_and_loud() -> None:
     said: list[str] = []
     ledger = Ledger(warn=said.append)
     ledger.record("train-ladp", dp(*LADP))
-    calibration = Spend(kind="none", details={"lineage": "continue", "dataset": "members"})
+    calibration = Spend(kind="none", lineage="continue")
     g = ledger.record("quantize", calibration)
     assert (g.epsilon, g.delta) == (None, None)
     assert ledger.total().epsilon is None
@@ -121,7 +133,7 @@ def test_a_spend_known_only_by_epsilon_delta_composes_by_addition() -> None:
     assert g.delta == pytest.approx(DELTA + 1e-6)
     ledger = Ledger()
     ledger.record("train-ladp", dp(*LADP))
-    g2 = ledger.record("other", Spend("dp", 0.5, 1e-6, {"lineage": "continue"}))
+    g2 = ledger.record("other", Spend("dp", 0.5, 1e-6, lineage="continue"))
     assert g2.epsilon == pytest.approx(g.epsilon)
 
 
@@ -166,7 +178,7 @@ def context(tmp_path: Path, *overrides: str) -> tuple[RunContext, Config]:
     """The runner's context on digits; RDP keeps the planning's calibrations in milliseconds."""
     config = load_config(None, [*TINY, 'train-ladp.accountant="rdp"', *overrides])
     data = load_dataset("digits")
-    splits = make_splits(len(data.y), seed=0, fractions=config["data"])
+    splits = make_splits(len(data.y), seed=0, fractions=config.data.fractions())
     reporter = Reporter(Console(file=io.StringIO()))
     return RunContext(tmp_path, config, data, splits, reporter), config
 
@@ -207,15 +219,17 @@ def test_budget_refuses_reading_private_data_without_dp(tmp_path: Path) -> None:
     with pytest.raises(PrivcompError, match="'quantize' reads private data"):
         check_budget(plan(["train-ladp", "quantize"], config), ctx)
     ctx, config = context(tmp_path, *private_calibration)  # no cap: allowed (and loud later)
-    assert check_budget(plan(["train-ladp", "quantize"], config), ctx) is None
+    planned = check_budget(plan(["train-ladp", "quantize"], config), ctx)
+    assert planned.total().epsilon is None and planned.warnings
 
 
-def test_no_cap_and_nothing_to_plan_costs_nothing(tmp_path: Path) -> None:
+def test_no_cap_plans_every_stage_and_refuses_nothing(tmp_path: Path) -> None:
     ctx, config = context(tmp_path)
-    assert check_budget(plan(["train-ladp", "prune", "quantize"], config), ctx) is None
-    assert Budget.from_config(config) == Budget(None, None)
+    planned = check_budget(plan(["train-ladp", "prune", "quantize"], config), ctx)
+    assert [e["stage"] for e in planned.entries] == ["train-ladp", "prune", "quantize"]
+    assert Budget.from_settings(config.budget) == Budget(None, None)
     with pytest.raises(PrivcompError, match="budget.epsilon"):
-        Budget.from_config({"budget": {"epsilon": -1.0, "delta": 0.0}})
+        load_config(None, ["budget.epsilon=-1.0"])
 
 
 def test_admit_refuses_one_stage_over_budget() -> None:
@@ -231,38 +245,3 @@ def test_budget_delta_is_the_delta_of_every_composition() -> None:
     ledger = Ledger(Budget(delta=1e-6))
     g = ledger.record("train-ladp", dp(*LADP))  # spent at 1e-5, reported at 1e-6
     assert g.delta == 1e-6 and g.epsilon == pytest.approx(prv([LADP], 1e-6), rel=1e-9)
-
-
-def test_a_running_stage_sees_the_ledger_of_the_completed_stages(tmp_path: Path) -> None:
-    ctx, _ = context(tmp_path)
-    spend = dp(*LADP)
-    write_json(
-        tmp_path / "01-train-ladp" / "result.json",
-        {
-            "outputs": {},
-            "spend": {
-                "kind": "dp",
-                "epsilon": spend.epsilon,
-                "delta": DELTA,
-                "details": spend.details,
-            },
-            "metrics": {},
-        },
-    )
-    write_json(
-        tmp_path / "02-prune" / "result.json",
-        {
-            "outputs": {},
-            "spend": {"kind": "post-processing", "epsilon": None, "delta": None, "details": {}},
-            "metrics": {},
-        },
-    )
-    ctx.history = ["train-ladp", "prune"]
-    ledger = ledger_for(ctx)
-    history, accountant, delta, private = ledger.lineage_history()
-    assert history == [GaussianSteps(*LADP)] and (accountant, delta, private) == (
-        "prv",
-        DELTA,
-        True,
-    )
-    assert ledger.current is not None and not math.isnan(ledger.current.epsilon or math.nan)

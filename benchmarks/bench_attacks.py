@@ -76,8 +76,9 @@ def _power_table(rows: list[dict[str, Any]]) -> str:
 
 def _attack_seconds(ctx: Any, rows: list[dict[str, Any]], stages: list[str]) -> list[str]:
     """Wall seconds of the attack suite (target queries + every attack + metrics) per artifact."""
-    from pipelines.evaluation import measure_artifact
-    from pipelines.ledger import ledger_for
+    from pipelines.evaluation import measure
+    from pipelines.ledger import replay_run
+    from pipelines.measurements import MeasurementStore
 
     lines = []
     for position, row in enumerate(rows, start=1):
@@ -85,9 +86,10 @@ def _attack_seconds(ctx: Any, rows: list[dict[str, Any]], stages: list[str]) -> 
             continue
         kind, relative = row["artifact"]
         ctx.history = stages[:position]
-        ctx.ledger = ledger_for(ctx)  # a DP target's references are trained like it
+        ctx.ledger = replay_run(ctx.run_dir, ctx.history)  # references trained like a DP target
+        ctx.measurements = MeasurementStore()  # measured again, not read from the run
         start = time.perf_counter()
-        measure_artifact(ctx, kind, ctx.run_dir / relative, with_attacks=True)
+        measure(ctx, kind, ctx.run_dir / relative, attacks=list(ctx.config.evaluate.attacks))
         lines.append(f"| {row['name']} | `{relative}` | {time.perf_counter() - start:.1f} |")
     return lines
 
@@ -105,7 +107,7 @@ def _reference_seconds(ctx: Any, workers: int) -> tuple[float, list[float]]:
         refs = train_references(
             candidates.pool.x,
             candidates.pool.y,
-            k=int(ctx.config["evaluate"]["shadow_models"]),
+            k=ctx.config.evaluate.shadow_models,
             arch=ctx.model_arch(),
             recipe=recipe,
             seed=ctx.seed,
@@ -157,15 +159,15 @@ def run() -> str:
 
     overrides = os.environ.get("PRIVCOMP_BENCH_SET", "").split()
     config = load_config(None, overrides)
-    cfg = config["evaluate"]
+    cfg = config.evaluate
     lines = [
-        f"Default configuration (mnist5k, cnn, seed {config['run']['seed']})"
+        f"Default configuration (mnist5k, cnn, seed {config.run.seed})"
         + (f" with `{' '.join(overrides)}`" if overrides else "")
-        + f". {cfg['shadow_models']} reference models (recipe `{cfg['reference_recipe']}`: "
-        f"trained like the target for the DP run, Adam for {cfg['shadow_epochs']} epochs for "
+        + f". {cfg.shadow_models} reference models (recipe `{cfg.reference_recipe}`: "
+        f"trained like the target for the DP run, Adam for {cfg.shadow_epochs} epochs for "
         "the non-private one), each on a random half of the candidate pool "
-        f"({cfg['samples']} members + {cfg['samples']} non-members + the population); mirror "
-        f"{'on' if cfg['mirror'] else 'off'}.",
+        f"({cfg.samples} members + {cfg.samples} non-members + the population); mirror "
+        f"{'on' if cfg.mirror else 'off'}.",
         "",
         "Per cell: AUC [bootstrap 95% interval] · TPR at 1% FPR · TPR at 0.1% FPR. With 500",
         "non-members, TPR at 0.1% FPR is the TPR at zero false positives.",
@@ -182,7 +184,7 @@ def run() -> str:
         "",
         "### Reference models",
         "",
-        f"{cfg['shadow_models']} models trained from scratch on the default pool, local process",
+        f"{cfg.shadow_models} models trained from scratch on the default pool, local process",
         "pool, one torch thread per worker; wall seconds include starting the workers and each",
         "model's outputs on the pool:",
         "",

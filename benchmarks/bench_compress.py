@@ -55,13 +55,13 @@ def _train(name: str, config: Any, data: Any, splits: Any) -> tuple[Any, str]:
     from models.training import fit
     from models.zoo import seeded_model
     from privacy.accounting import format_epsilon
-    from privacy.ladp import LADPConfig, train_ladp
+    from privacy.ladp import train_ladp
 
     model = seeded_model(name, seed=0, in_shape=data.in_shape, num_classes=data.num_classes)
     x, y = data.x[splits["members"]], data.y[splits["members"]]
     start = time.perf_counter()
     if name == "cnn":
-        cfg = LADPConfig.from_settings(config["train-ladp"])
+        cfg = config.train_ladp.ladp_config()
         public_x, public_y = data.x[splits["public"]], data.y[splits["public"]]
         result = train_ladp(model, x, y, config=cfg, seed=0, public_x=public_x, public_y=public_y)
         eps = format_epsilon(result.spend.epsilon)
@@ -105,15 +105,15 @@ def _variants(name: str, work: Path, config: Any, data: Any, splits: Any) -> tup
     rows = [Row(name, "fp32", export(model, work / f"{name}-fp32.onnx"))]
     prune_model(model, example, ratio=0.5, importance="l2")
     rows.append(Row(name, "pruned fp32, no fine-tune", export(model, work / f"{name}-p0.onnx")))
-    p = config["prune"]
-    train = config["train"]
+    p = config.prune
+    train = config.train
     fit(
         model,
         public,
         data.y[splits["public"]],
-        epochs=int(p["finetune_epochs"]),
-        batch_size=int(train["batch_size"]),
-        lr=float(p["finetune_lr"]) or float(train["lr"]),
+        epochs=p.finetune_epochs,
+        batch_size=train.batch_size,
+        lr=p.finetune_lr or train.lr,
         seed=1,
     )
     pruned = export(model, work / f"{name}-pruned.onnx")
@@ -129,24 +129,24 @@ def _variants(name: str, work: Path, config: Any, data: Any, splits: Any) -> tup
             name, "pruned int8 weights-only", quantize_weights_int8(pruned, work / f"{name}-w.onnx")
         )
     )
-    d = config["distill"]
+    d = config.distill
     student, _ = student_model(
-        str(d["student"]),
+        d.student,
         in_shape=data.in_shape,
         num_classes=data.num_classes,
-        width=int(d["student_width"]),
-        hidden=int(d["student_hidden"]),
+        width=d.student_width,
+        hidden=d.student_hidden,
         seed=0,
     )
-    probs = soft_labels(model, public, temperature=float(d["temperature"]))
+    probs = soft_labels(model, public, temperature=d.temperature)
     distill_soft(
         student,
         public,
         probs,
-        temperature=float(d["temperature"]),
-        epochs=int(d["epochs"]),
-        batch_size=int(d["batch_size"]),
-        lr=float(d["lr"]),
+        temperature=d.temperature,
+        epochs=d.epochs,
+        batch_size=d.batch_size,
+        lr=d.lr,
         seed=0,
     )
     rows.append(Row(name, "distilled student fp32", export(student, work / f"{name}-student.onnx")))

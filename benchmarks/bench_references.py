@@ -30,7 +30,7 @@ SHOWN = ("lira", "lira-offline", "rmia")
 def _target(epsilon: float, seed: int) -> Any:
     """The trained target's run context (train-ladp only; its ledger on the context)."""
     from pipelines.config import load_config
-    from pipelines.ledger import ledger_for
+    from pipelines.ledger import replay_run
     from pipelines.progress import Reporter
     from pipelines.runner import build_context, run_pipeline
 
@@ -41,20 +41,23 @@ def _target(epsilon: float, seed: int) -> Any:
     run_pipeline(["train-ladp"], config=config, run_dir=run_dir, reporter=quiet)
     ctx = build_context(config, run_dir, quiet)
     ctx.history = ["train-ladp"]
-    ctx.ledger = ledger_for(ctx)
+    ctx.ledger = replay_run(run_dir, ctx.history)
     return ctx
 
 
 def _attack(ctx: Any, recipe: str) -> dict[str, Any]:
-    from pipelines.evaluation import measure_artifact
+    from pipelines.evaluation import measure
+    from pipelines.measurements import MeasurementStore
 
     target = ctx.run_dir / "01-train-ladp"
     with tempfile.TemporaryDirectory(prefix="privcomp-bench-refs-") as scratch:
-        ctx.config["evaluate"]["reference_recipe"] = recipe
+        ctx.config = ctx.config.with_values("evaluate", reference_recipe=recipe)
+        ctx.measurements = MeasurementStore()  # each recipe attacks afresh
         ctx.run_dir, home = Path(scratch), ctx.run_dir  # references trained from scratch here
         try:
             start = time.perf_counter()
-            measured = measure_artifact(ctx, "model", target, with_attacks=True)
+            attacks = list(ctx.config.evaluate.attacks)
+            measured = measure(ctx, "model", target, attacks=attacks).to_json()
             seconds = time.perf_counter() - start
         finally:
             ctx.run_dir = home

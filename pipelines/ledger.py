@@ -34,11 +34,13 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipelines.errors import PrivcompError
+from pipelines.rundir import read_json, stage_dir_name
 from pipelines.settings.run import BudgetSettings
 from pipelines.spend import DEFAULT_DATASET, Guarantee, Spend
 from privacy.accounting import (
@@ -473,3 +475,13 @@ class Ledger:
         for stage, spend in records:
             ledger.record(stage, spend)
         return ledger
+
+
+def replay_run(run_dir: Path, stages: Sequence[str], *, budget: Budget | None = None) -> Ledger:
+    """The ledger of a finished run's first stages, rebuilt from their recorded results (for
+    tools that study a run dir, e.g. benchmarks; a running stage reads ctx.ledger)."""
+    records = []
+    for position, name in enumerate(stages, start=1):
+        data = read_json(run_dir / stage_dir_name(position, name) / "result.json")
+        records.append((name, Spend.from_json(data["spend"])))
+    return Ledger.replay(records, budget=budget)

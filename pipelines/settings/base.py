@@ -55,6 +55,7 @@ class Section:
                     f"{origin}: unknown config key '{cls.name}.{key}' (known: {listed})"
                 )
             name, default = f"{cls.name}.{key}", getattr(defaults, key)
+            _refuse_unsearchable(cls, key, value, default)
             if known[key].metadata.get("searchable") and is_candidate_list(key, value):
                 values[key] = _coerce_candidates(value, default, name, origin)
             else:
@@ -85,6 +86,17 @@ class OpenSection(Section):
 
     def with_values(self, **values: Any) -> Self:
         return dataclasses.replace(self, values={**self.values, **values})
+
+
+def _refuse_unsearchable(cls: type[Section], key: str, value: Any, default: Any) -> None:
+    """A list for a key of a section with searchable keys asks for a search it cannot have."""
+    searchable = sorted(f.name for f in cls.key_fields() if f.metadata.get("searchable"))
+    searched = isinstance(value, list) and not isinstance(default, list)
+    if searchable and searched and key not in searchable:
+        raise PrivcompError(
+            f"'{cls.name}.{key}' cannot be searched: it changes the privacy accounting "
+            f"(searchable: {', '.join(searchable)})"
+        )
 
 
 def coerce(value: Any, default: Any, name: str, origin: str) -> Any:

@@ -174,7 +174,7 @@ def stage_context(run: Run, tmp_path: Path, upto: int, *overrides: str) -> RunCo
         folder = f"{position:02d}-{name}"
         shutil.copytree(run.run_dir / folder, tmp_path / folder)
     data = load_dataset("digits")
-    splits = make_splits(len(data.y), seed=0, fractions=config["data"])
+    splits = make_splits(len(data.y), seed=0, fractions=config.data.fractions())
     ctx = RunContext(tmp_path, config, data, splits, Reporter(Console(file=io.StringIO())))
     ctx.history = STAGES_RUN[:upto]
     ctx.artifacts = {MODEL: tmp_path / f"{upto:02d}-{STAGES_RUN[upto - 1]}"}
@@ -317,7 +317,7 @@ def test_bad_settings_are_one_line_errors_before_anything_runs(
 ) -> None:
     config = load_config(None, [*SETTINGS, *overrides])
     data = load_dataset("digits")
-    splits = make_splits(len(data.y), seed=0, fractions=config["data"])
+    splits = make_splits(len(data.y), seed=0, fractions=config.data.fractions())
     ctx = RunContext(Path("unused"), config, data, splits, Reporter(Console(file=io.StringIO())))
     stages = plan(["train-ladp", "prune", "export", "distill", "quantize"], config)
     with pytest.raises(PrivcompError, match=message):

@@ -64,7 +64,9 @@ def test_a_toml_error_names_the_file(tmp_path: Path) -> None:
 
 
 def test_resolved_config_round_trips_through_toml() -> None:
-    cfg = load_config(None, ["model.width=16", "train-ladp.lr=[0.05, 0.1]", 'train-dpsgd.lr="search"'])
+    cfg = load_config(
+        None, ["model.width=16", "train-ladp.lr=[0.05, 0.1]", 'train-dpsgd.lr="search"']
+    )
     text = to_toml(cfg)
     assert set(tomllib.loads(text)) == set(DEFAULTS)
     assert tomllib.loads(text)["train-ladp"]["lr"] == [0.05, 0.1]

@@ -68,7 +68,7 @@ def make_ctx(run_dir: Path, *overrides: str) -> RunContext:
     config = load_config(None, [*TINY, *FAST, *overrides])
     config["model"] = {"hidden": 32}  # the mlp (TINY's widths are the cnn's)
     dataset = load_dataset("digits")
-    splits = make_splits(len(dataset.y), seed=0, fractions=config["data"])
+    splits = make_splits(len(dataset.y), seed=0, fractions=config.data.fractions())
     reporter = Reporter(Console(file=io.StringIO()))
     ctx = RunContext(run_dir, config, dataset, splits, reporter)
     ctx.history = ["train"]

@@ -35,14 +35,16 @@ def test_dpsgd_epsilon_matches_a_fresh_accountant_and_the_target() -> None:
 
 
 def test_train_dpsgd_stage_is_accounted_in_the_ledger(tmp_path: Path, tiny_config: Config) -> None:
-    tiny_config["run"]["evaluate"] = "none"
     summary = run_pipeline(
-        ["train-dpsgd"], config=tiny_config, run_dir=tmp_path, reporter=Reporter()
+        ["train-dpsgd"],
+        config=tiny_config.with_values("run", evaluate="none"),
+        run_dir=tmp_path,
+        reporter=Reporter(),
     )
     entry = summary["ledger"]["stages"][0]
     assert entry["mechanism"].startswith("dp-sgd")
     epsilon = summary["stages"][0]["privacy"]["epsilon"]
-    assert epsilon is not None and 0 < epsilon <= tiny_config["train-dpsgd"]["epsilon"]
+    assert epsilon is not None and 0 < epsilon <= tiny_config.train_dpsgd.epsilon
 
 
 def test_opacus_flat_clipping_equals_the_reference_path() -> None:

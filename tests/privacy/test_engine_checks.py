@@ -163,7 +163,7 @@ def stage_context(members_from: str) -> RunContext:
     """A run context whose members are the split `members_from` (the public split unchanged)."""
     config = load_config(None, [*TINY, 'train-ladp.allocation="matched"'])
     data = load_dataset("digits")
-    splits = make_splits(len(data.y), seed=0, fractions=config["data"])
+    splits = make_splits(len(data.y), seed=0, fractions=config.data.fractions())
     # Both member sets are disjoint from the public split, so only the members differ.
     splits = replace(splits, indices={**splits.indices, "members": splits[members_from]})
     return RunContext(Path("unused"), config, data, splits, Reporter(Console(file=io.StringIO())))
@@ -172,7 +172,7 @@ def stage_context(members_from: str) -> RunContext:
 def allocations(ctx: RunContext) -> list[list[tuple[str, float, float]]]:
     """The stage's allocation at its first three measurements, for the same model weights (the
     model itself may depend on the members through the DP steps: that is post-processing)."""
-    stage = TrainLADP(ctx.config["train-ladp"])
+    stage = TrainLADP(ctx.config.train_ladp)
     model = seeded_model("cnn", seed=0, in_shape=ctx.dataset.in_shape, num_classes=10, width=8)
     engine = stage._engine(ctx, model, stage.space().config(), noise_seed=0)
     found = []

@@ -66,7 +66,7 @@ class OnnxTarget:
     """An onnxruntime session on a file that has passed the full ONNX check."""
 
     def __init__(self, path: Path, *, batch_size: int = 512) -> None:
-        from compress.onnx_io import load_session  # onnxruntime only where it is used
+        from models.onnx_io import load_session  # onnxruntime only where it is used
 
         path = Path(path)
         if not path.is_file():
@@ -76,7 +76,7 @@ class OnnxTarget:
         self.session = load_session(path)
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
-        from compress.onnx_io import run_session
+        from models.onnx_io import run_session
 
         x = np.asarray(x, dtype=np.float32)
         return _checked(run_session(self.session, x, batch_size=self.batch_size))

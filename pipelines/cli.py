@@ -134,8 +134,8 @@ def inspect(
         from rich.console import Console
         from rich.table import Table
 
-        from compress.onnx_io import read_metadata
-        from models.errors import UserError
+        from models.onnx_io import read_metadata
+        from pipelines.errors import PrivcompError
 
         if not path.is_file():
             raise PrivcompError(f"no such file: {path}")

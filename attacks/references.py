@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from attacks.errors import AttackError
 from attacks.signals import query_variants
 from attacks.target import OnnxTarget, Target, TorchTarget
 from models.io import WEIGHTS, load_model, save_model
 from models.training import ProgressFn, fit
 from models.zoo import seeded_model
-from pipelines.errors import PrivcompError
 
 if TYPE_CHECKING:
     from pipelines.executors import Executor
@@ -41,7 +41,7 @@ def ref_name(i: int) -> str:
 def reference_masks(n: int, *, k: int, seed: int) -> np.ndarray:
     """(k, n) membership masks, each a random half of range(n), in complementary pairs."""
     if k < 1 or n < 2:
-        raise PrivcompError(f"reference models need k >= 1 and a pool of >= 2 (got {k}, {n})")
+        raise AttackError(f"reference models need k >= 1 and a pool of >= 2 (got {k}, {n})")
     rng = np.random.default_rng(seed)
     masks = np.zeros((k, n), dtype=bool)
     for i in range(k):
@@ -87,13 +87,11 @@ class ReferenceSet:
         membership, record = read_membership(directory)
         logits = load_logits(directory, augment)
         if logits is None:
-            raise PrivcompError(
-                f"no cached reference outputs for augment '{augment}' in {directory}"
-            )
+            raise AttackError(f"no cached reference outputs for augment '{augment}' in {directory}")
         try:
             return cls(membership, logits, augment=augment, seed=int(record["seed"]))
         except ValueError as exc:
-            raise PrivcompError(f"corrupt reference set in {directory}: {exc}") from exc
+            raise AttackError(f"corrupt reference set in {directory}: {exc}") from exc
 
 
 def write_membership(
@@ -115,14 +113,14 @@ def write_membership(
 def read_membership(directory: Path) -> tuple[np.ndarray, dict[str, Any]]:
     directory = Path(directory)
     if not (directory / MEMBERSHIP).is_file():
-        raise PrivcompError(f"no complete reference-model set in {directory}")
+        raise AttackError(f"no complete reference-model set in {directory}")
     try:
         record = json.loads((directory / MEMBERSHIP).read_text())
         membership = np.zeros((len(record["references"]), int(record["n"])), dtype=bool)
         for i, members in enumerate(record["members"]):
             membership[i, members] = True
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise PrivcompError(f"corrupt reference-model set in {directory}: {exc}") from exc
+        raise AttackError(f"corrupt reference-model set in {directory}: {exc}") from exc
     return membership, record
 
 
@@ -145,7 +143,7 @@ def load_logits(directory: Path, augment: str) -> np.ndarray | None:
     try:
         return np.asarray(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as exc:
-        raise PrivcompError(f"corrupt reference outputs {path}: {exc}") from exc
+        raise AttackError(f"corrupt reference outputs {path}: {exc}") from exc
 
 
 def open_reference(path: Path) -> Target:
@@ -155,7 +153,7 @@ def open_reference(path: Path) -> Target:
         return TorchTarget(load_model(path)[0])
     onnx_files = sorted(path.glob("*.onnx"))
     if len(onnx_files) != 1:
-        raise PrivcompError(f"no reference model in {path}")
+        raise AttackError(f"no reference model in {path}")
     return OnnxTarget(onnx_files[0])
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.errors import PrivcompError
+from attacks.errors import AttackError
 
 
 @runtime_checkable
@@ -70,7 +70,7 @@ class OnnxTarget:
 
         path = Path(path)
         if not path.is_file():
-            raise PrivcompError(f"ONNX model not found: {path}")
+            raise AttackError(f"ONNX model not found: {path}")
         self.path = path
         self.batch_size = batch_size
         self.session = load_session(path)
@@ -85,5 +85,5 @@ class OnnxTarget:
 def _checked(logits: np.ndarray) -> np.ndarray:
     # A broken artifact (e.g. a bad quantization) must not be scored as if it were a model.
     if not np.isfinite(logits).all():
-        raise PrivcompError("target model produced NaN or infinite logits")
+        raise AttackError("target model produced NaN or infinite logits")
     return logits

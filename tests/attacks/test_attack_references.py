@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from attack_game import ARCH, Game, one_thread
 
+from attacks.errors import AttackError
 from attacks.references import (
     ReferenceSet,
     TrainRecipe,
@@ -14,7 +15,6 @@ from attacks.references import (
 )
 from attacks.signals import query_variants
 from pipelines.data import load_dataset
-from pipelines.errors import PrivcompError
 
 
 def test_masks_are_complementary_random_halves() -> None:
@@ -45,15 +45,15 @@ def test_saved_set_reloads_with_the_same_membership_and_outputs(game: Game) -> N
     np.testing.assert_allclose(
         variant_logits(targets[3], variants), loaded.logits[3], rtol=1e-5, atol=1e-5
     )
-    with pytest.raises(PrivcompError, match="augment 'shift'"):
+    with pytest.raises(AttackError, match="augment 'shift'"):
         ReferenceSet.load(game.references_dir, augment="shift")
 
 
 def test_load_of_an_incomplete_set_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(PrivcompError, match="no complete reference"):
+    with pytest.raises(AttackError, match="no complete reference"):
         ReferenceSet.load(tmp_path)
     (tmp_path / "membership.json").write_text('{"seed": 0, "n": 4, "references": ["ref-00"]')
-    with pytest.raises(PrivcompError, match="corrupt"):
+    with pytest.raises(AttackError, match="corrupt"):
         ReferenceSet.load(tmp_path)
 
 

@@ -17,19 +17,17 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from attacks.errors import AttackError
+from attacks.executor import Executor, SerialExecutor
 from attacks.signals import query_variants
 from attacks.target import OnnxTarget, Target, TorchTarget
 from models.io import WEIGHTS, load_model, save_model
 from models.training import ProgressFn, fit
 from models.zoo import seeded_model
-
-if TYPE_CHECKING:
-    from pipelines.executors import Executor
 
 MEMBERSHIP = "membership.json"
 
@@ -268,8 +266,6 @@ def train_references(
     `pool` (optional) records which data set examples the pool positions are; `public` feeds a
     DP recipe's per-layer allocation (LADP), as the target's stage used it.
     """
-    from pipelines.executors import SerialExecutor
-
     directory = Path(directory)
     masks = reference_masks(len(x), k=k, seed=seed)
     jobs = [

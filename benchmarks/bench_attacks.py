@@ -111,7 +111,6 @@ def _reference_seconds(ctx: Any, workers: int) -> tuple[float, list[float]]:
             seed=ctx.seed,
             directory=Path(work),
             executor=LocalExecutor(workers),
-            public=ctx.split("public") if recipe.dp is not None else None,
         )
         wall = time.perf_counter() - start
     return wall, list(refs.seconds)

@@ -38,6 +38,7 @@ from pipelines.artifacts import artifact_bytes, artifact_macs, artifact_params, 
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.executors import EXECUTORS, Executor, make_executor
+from pipelines.recipes import DPRecipe
 from pipelines.rundir import write_json
 from privacy.search import SearchSpace
 
@@ -159,13 +160,14 @@ def _executor(ctx: RunContext) -> Executor:
     return make_executor(str(cfg["executor"]), workers=int(cfg["workers"]))
 
 
-def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
+def train_recipe(ctx: RunContext) -> tuple[TrainRecipe | DPRecipe, str]:
     """The references' recipe and a one-line description of it.
 
     "train": Adam with the [train] settings for evaluate.shadow_epochs (cheap);
-    "target": the recipe of the run's training stage. For a DP stage that is its engine and
-    settings, the candidate a private search chose, and the noise multiplier the target was
-    trained with (read from the ledger), so that each reference step is the target's mechanism;
+    "target": the recipe of the run's training stage. For a DP stage that is a DPRecipe: its
+    engine and settings, the candidate a private search chose, the noise multiplier the target was
+    trained with (read from the ledger), so that each reference step is the target's mechanism,
+    and the public split its allocation reads;
     "auto" (the default): "target" for a DP-trained artifact, "train" otherwise.
     """
     cfg, train = ctx.config["evaluate"], ctx.config["train"]
@@ -190,7 +192,7 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
         ), "target (train)"
     spent = _training_spend(ctx, trained_by)
     dp = SearchSpace.from_section(ctx.config[trained_by]).released_settings(spent)
-    like_target = TrainRecipe(epochs=int(dp["epochs"]), dp=dp, engine=str(spent["engine"]))
+    like_target = DPRecipe(engine=str(spent["engine"]), dp=dp, public=ctx.split("public"))
     return like_target, f"target ({trained_by})"
 
 
@@ -263,7 +265,6 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
                 executor=executor,
                 progress=progress,
                 pool=candidates.indices,
-                public=ctx.split("public") if recipe.dp is not None else None,
             )
         timing = {
             "wall_seconds": round(time.perf_counter() - start, 3),

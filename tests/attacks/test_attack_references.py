@@ -7,7 +7,6 @@ from attack_game import ARCH, Game, one_thread
 from attacks.errors import AttackError
 from attacks.references import (
     ReferenceSet,
-    TrainRecipe,
     reference_masks,
     reference_targets,
     train_references,
@@ -15,6 +14,7 @@ from attacks.references import (
 )
 from attacks.signals import query_variants
 from pipelines.data import load_dataset
+from pipelines.recipes import DPRecipe
 
 
 def test_masks_are_complementary_random_halves() -> None:
@@ -81,10 +81,9 @@ def test_references_can_be_trained_like_a_dp_target(
             y,
             k=2,
             arch=ARCH,
-            recipe=TrainRecipe(epochs=1, dp=dp, engine=engine),
+            recipe=DPRecipe(engine=engine, dp=dp, public=(data.x[100:140], data.y[100:140])),
             seed=0,
             directory=tmp_path,
-            public=(data.x[100:140], data.y[100:140]),
         )
     assert refs.logits.shape == (2, 1, 80, 10) and np.isfinite(refs.logits).all()
     assert len(reference_targets(tmp_path)) == 2

@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(PACKAGES) tests benchmarks
 	$(BIN)/ruff format --check $(PACKAGES) tests benchmarks
 	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks.base import AttackContext
+from attacks.errors import AttackError
 from attacks.metrics import auc, best_threshold
-from pipelines.errors import PrivcompError
 
 ScoresFn = Callable[[AttackContext, np.ndarray], np.ndarray]  # (ctx, pool columns) -> scores
 
@@ -27,13 +27,13 @@ class Calibration:
 
 def simulated_game(ctx: AttackContext, reference: int = 0) -> tuple[AttackContext, np.ndarray]:
     if ctx.k < 2:
-        raise PrivcompError(
+        raise AttackError(
             f"this attack calibrates on the references and needs at least 2 (got {ctx.k}); "
             "raise evaluate.shadow_models"
         )
     sub, truth = ctx.simulate(reference % ctx.k)
     if truth.all() or not truth.any():
-        raise PrivcompError("the calibration reference saw all or none of the population")
+        raise AttackError("the calibration reference saw all or none of the population")
     return sub, truth
 
 

@@ -17,19 +17,18 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
+from torch import nn
 
+from attacks.errors import AttackError
+from attacks.executor import Executor, SerialExecutor
 from attacks.signals import query_variants
 from attacks.target import OnnxTarget, Target, TorchTarget
 from models.io import WEIGHTS, load_model, save_model
 from models.training import ProgressFn, fit
 from models.zoo import seeded_model
-from pipelines.errors import PrivcompError
-
-if TYPE_CHECKING:
-    from pipelines.executors import Executor
 
 MEMBERSHIP = "membership.json"
 
@@ -41,7 +40,7 @@ def ref_name(i: int) -> str:
 def reference_masks(n: int, *, k: int, seed: int) -> np.ndarray:
     """(k, n) membership masks, each a random half of range(n), in complementary pairs."""
     if k < 1 or n < 2:
-        raise PrivcompError(f"reference models need k >= 1 and a pool of >= 2 (got {k}, {n})")
+        raise AttackError(f"reference models need k >= 1 and a pool of >= 2 (got {k}, {n})")
     rng = np.random.default_rng(seed)
     masks = np.zeros((k, n), dtype=bool)
     for i in range(k):
@@ -87,13 +86,11 @@ class ReferenceSet:
         membership, record = read_membership(directory)
         logits = load_logits(directory, augment)
         if logits is None:
-            raise PrivcompError(
-                f"no cached reference outputs for augment '{augment}' in {directory}"
-            )
+            raise AttackError(f"no cached reference outputs for augment '{augment}' in {directory}")
         try:
             return cls(membership, logits, augment=augment, seed=int(record["seed"]))
         except ValueError as exc:
-            raise PrivcompError(f"corrupt reference set in {directory}: {exc}") from exc
+            raise AttackError(f"corrupt reference set in {directory}: {exc}") from exc
 
 
 def write_membership(
@@ -115,14 +112,14 @@ def write_membership(
 def read_membership(directory: Path) -> tuple[np.ndarray, dict[str, Any]]:
     directory = Path(directory)
     if not (directory / MEMBERSHIP).is_file():
-        raise PrivcompError(f"no complete reference-model set in {directory}")
+        raise AttackError(f"no complete reference-model set in {directory}")
     try:
         record = json.loads((directory / MEMBERSHIP).read_text())
         membership = np.zeros((len(record["references"]), int(record["n"])), dtype=bool)
         for i, members in enumerate(record["members"]):
             membership[i, members] = True
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise PrivcompError(f"corrupt reference-model set in {directory}: {exc}") from exc
+        raise AttackError(f"corrupt reference-model set in {directory}: {exc}") from exc
     return membership, record
 
 
@@ -145,7 +142,7 @@ def load_logits(directory: Path, augment: str) -> np.ndarray | None:
     try:
         return np.asarray(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as exc:
-        raise PrivcompError(f"corrupt reference outputs {path}: {exc}") from exc
+        raise AttackError(f"corrupt reference outputs {path}: {exc}") from exc
 
 
 def open_reference(path: Path) -> Target:
@@ -155,7 +152,7 @@ def open_reference(path: Path) -> Target:
         return TorchTarget(load_model(path)[0])
     onnx_files = sorted(path.glob("*.onnx"))
     if len(onnx_files) != 1:
-        raise PrivcompError(f"no reference model in {path}")
+        raise AttackError(f"no reference model in {path}")
     return OnnxTarget(onnx_files[0])
 
 
@@ -172,17 +169,43 @@ def variant_logits(target: Target, variants: np.ndarray) -> np.ndarray:
 # ---- training (one job per reference; runs in a worker process or here) ----------------------
 
 
+class Recipe(Protocol):
+    """How a reference is trained from its initialisation on its half of the pool.
+
+    The attacks do not train DP models themselves: the caller passes the recipe its target was
+    trained with (pipelines.recipes.DPRecipe for a DP engine). A recipe travels inside each job to
+    a worker process, so an implementation is a picklable instance of a module-level class.
+    """
+
+    def train(self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int) -> nn.Module:
+        """The trained model (`model` itself or a new one); all its randomness from `seed`."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the reference cache records of the recipe: a changed record retrains the set."""
+        ...
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
-    """How a reference is trained: Adam as in `train`, or a DP engine as the target was
-    (`dp`: LADPConfig fields, `engine`: privacy.engines name, e.g. "ladp" or "dp-sgd")."""
+    """Adam, as the `train` stage fits a model."""
 
     epochs: int
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
-    dp: dict[str, Any] | None = None
-    engine: str = "ladp"
+
+    def train(self, model: nn.Module, x: np.ndarray, y: np.ndarray, *, seed: int) -> nn.Module:
+        return fit(
+            model,
+            x,
+            y,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            seed=seed,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,10 +220,9 @@ class ReferenceJob:
     x: np.ndarray  # the whole pool; the reference trains on x[mask]
     y: np.ndarray
     mask: np.ndarray
-    recipe: TrainRecipe
+    recipe: Recipe
     out_dir: str
     augment: str = "none"
-    public: tuple[np.ndarray, np.ndarray] | None = None  # for a DP recipe's allocation
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,35 +237,7 @@ def train_reference(job: ReferenceJob) -> ReferenceResult:
     start = time.perf_counter()
     kwargs = {**job.arch["kwargs"], "in_shape": tuple(job.arch["kwargs"]["in_shape"])}
     model = seeded_model(job.arch["name"], seed=job.init_seed, **kwargs)
-    x, y, r = job.x[job.mask], job.y[job.mask], job.recipe
-    if r.dp is not None:
-        from privacy.engines import build_engine, unbounded
-        from privacy.ladp import LADPConfig
-
-        config = unbounded(LADPConfig.from_settings(r.dp), len(x))
-        # The auditor's model, never released: its noise may come from the recorded seed.
-        engine = build_engine(
-            r.engine,
-            model,
-            x,
-            y,
-            config=config,
-            seed=job.train_seed,
-            noise_seed=job.train_seed,
-            public=job.public,
-        )
-        model = engine.run().model
-    else:
-        fit(
-            model,
-            x,
-            y,
-            epochs=r.epochs,
-            batch_size=r.batch_size,
-            lr=r.lr,
-            weight_decay=r.weight_decay,
-            seed=job.train_seed,
-        )
+    model = job.recipe.train(model, job.x[job.mask], job.y[job.mask], seed=job.train_seed)
     seconds = time.perf_counter() - start
     save_model(model, Path(job.out_dir), arch=job.arch)
     logits = variant_logits(TorchTarget(model.eval()), query_variants(job.x, job.augment))
@@ -256,22 +250,16 @@ def train_references(
     *,
     k: int,
     arch: dict[str, Any],
-    recipe: TrainRecipe,
+    recipe: Recipe,
     seed: int,
     directory: Path,
     augment: str = "none",
     executor: Executor | None = None,
     progress: ProgressFn | None = None,
     pool: np.ndarray | None = None,
-    public: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ReferenceSet:
-    """Train k references on halves of the pool (x, y) and save the set in `directory`.
-
-    `pool` (optional) records which data set examples the pool positions are; `public` feeds a
-    DP recipe's per-layer allocation (LADP), as the target's stage used it.
-    """
-    from pipelines.executors import SerialExecutor
-
+    """Train k references on halves of the pool (x, y) with `recipe` and save the set in
+    `directory`; `pool` (optional) records which data set examples the pool positions are."""
     directory = Path(directory)
     masks = reference_masks(len(x), k=k, seed=seed)
     jobs = [
@@ -286,7 +274,6 @@ def train_references(
             recipe=recipe,
             out_dir=str(directory / ref_name(i)),
             augment=augment,
-            public=public,
         )
         for i in range(k)
     ]

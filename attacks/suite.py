@@ -14,6 +14,7 @@ from functools import partial
 import numpy as np
 
 from attacks.base import Attack, AttackContext, AttackScores, LabelOnlyError
+from attacks.errors import AttackError
 from attacks.label_only import GapAttack
 from attacks.lira import LiRA
 from attacks.metrics import AttackMetrics, attack_metrics
@@ -24,7 +25,6 @@ from attacks.signals import query_variants
 from attacks.target import LabelTarget, Target
 from attacks.threshold import SIGNALS, ThresholdAttack
 from models.training import ProgressFn
-from pipelines.errors import PrivcompError
 
 AttackFactory = Callable[[], Attack]
 ATTACKS: dict[str, AttackFactory] = {}
@@ -68,13 +68,13 @@ class Pool:
         parts = [np.asarray(p) for p in (self.members, self.nonmembers, self.population)]
         joined = np.concatenate(parts)
         if len(self.x) != len(self.y):
-            raise PrivcompError("pool inputs and labels differ in length")
+            raise AttackError("pool inputs and labels differ in length")
         if joined.size and (joined.min() < 0 or joined.max() >= len(self.y)):
-            raise PrivcompError("pool positions out of range")
+            raise AttackError("pool positions out of range")
         if np.unique(joined).size != joined.size:
-            raise PrivcompError("members, non-members and population must be disjoint")
+            raise AttackError("members, non-members and population must be disjoint")
         if min(len(self.members), len(self.nonmembers)) == 0:
-            raise PrivcompError("the evaluation pair needs at least one member and one non-member")
+            raise AttackError("the evaluation pair needs at least one member and one non-member")
 
     @property
     def query(self) -> np.ndarray:
@@ -95,7 +95,7 @@ def query_target(target: Target | LabelTarget, variants: np.ndarray) -> TargetOu
     if isinstance(target, LabelTarget):
         labels = np.stack([np.asarray(target.predict_labels(v)) for v in variants])
         return TargetOutputs(labels=labels, logits=None)
-    raise PrivcompError(f"cannot query a {type(target).__name__}: no predict_logits/labels")
+    raise AttackError(f"cannot query a {type(target).__name__}: no predict_logits/labels")
 
 
 def score_attacks(
@@ -111,7 +111,7 @@ def score_attacks(
     check_attack_names(names)
     if references.n != len(pool.y):
         # A stale reference cache would silently pair references with the wrong examples.
-        raise PrivcompError(
+        raise AttackError(
             f"reference models were trained on a pool of {references.n} examples, "
             f"but the pool has {len(pool.y)}"
         )
@@ -136,11 +136,11 @@ def score_attacks(
     for name in names:
         attack = ATTACKS[name]()
         if outputs.logits is None and getattr(attack, "needs_logits", True):
-            raise PrivcompError(f"attack '{name}' needs scores; the target returns labels only")
+            raise AttackError(f"attack '{name}' needs scores; the target returns labels only")
         try:
             result = attack.run(ctx)
         except LabelOnlyError as exc:
-            raise PrivcompError(f"attack '{name}': {exc}") from exc
+            raise AttackError(f"attack '{name}': {exc}") from exc
         scores = np.asarray(result.scores, dtype=np.float64)
         out[name] = AttackScores(
             members=scores[is_member],
@@ -187,4 +187,4 @@ def check_attack_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in ATTACKS]
     if unknown:
         known = ", ".join(sorted(ATTACKS))
-        raise PrivcompError(f"unknown attack(s) {', '.join(unknown)} (known: {known})")
+        raise AttackError(f"unknown attack(s) {', '.join(unknown)} (known: {known})")

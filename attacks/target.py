@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.errors import PrivcompError
+from attacks.errors import AttackError
 
 
 @runtime_checkable
@@ -66,17 +66,17 @@ class OnnxTarget:
     """An onnxruntime session on a file that has passed the full ONNX check."""
 
     def __init__(self, path: Path, *, batch_size: int = 512) -> None:
-        from compress.onnx_io import load_session  # onnxruntime only where it is used
+        from models.onnx_io import load_session  # onnxruntime only where it is used
 
         path = Path(path)
         if not path.is_file():
-            raise PrivcompError(f"ONNX model not found: {path}")
+            raise AttackError(f"ONNX model not found: {path}")
         self.path = path
         self.batch_size = batch_size
         self.session = load_session(path)
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
-        from compress.onnx_io import run_session
+        from models.onnx_io import run_session
 
         x = np.asarray(x, dtype=np.float32)
         return _checked(run_session(self.session, x, batch_size=self.batch_size))
@@ -85,5 +85,5 @@ class OnnxTarget:
 def _checked(logits: np.ndarray) -> np.ndarray:
     # A broken artifact (e.g. a bad quantization) must not be scored as if it were a model.
     if not np.isfinite(logits).all():
-        raise PrivcompError("target model produced NaN or infinite logits")
+        raise AttackError("target model produced NaN or infinite logits")
     return logits

@@ -113,15 +113,14 @@ def _reference_seconds(ctx: Any, workers: int) -> tuple[float, list[float]]:
             seed=ctx.seed,
             directory=Path(work),
             executor=LocalExecutor(workers),
-            public=ctx.split("public") if recipe.dp is not None else None,
         )
         wall = time.perf_counter() - start
     return wall, list(refs.seconds)
 
 
 def _one_run(run_dir: Path, stages: list[str], config: dict[str, Any]) -> tuple[Any, list[str]]:
+    from models.errors import UserError
     from pipelines.config import to_toml
-    from pipelines.errors import PrivcompError
     from pipelines.progress import Reporter
     from pipelines.runner import run_pipeline
 
@@ -132,7 +131,7 @@ def _one_run(run_dir: Path, stages: list[str], config: dict[str, Any]) -> tuple[
     failure = ""
     try:
         run_pipeline(stages, config=config, run_dir=run_dir, reporter=Reporter())
-    except (PrivcompError, ValueError, RuntimeError) as exc:
+    except (UserError, ValueError, RuntimeError) as exc:  # attacks' errors too
         failure = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     seconds = time.perf_counter() - start
     rows = _completed(run_dir, stages)

@@ -157,8 +157,8 @@ def _measure(row: Row, data: Any, splits: Any) -> dict[str, Any]:
     import onnx
 
     from compress.macs import onnx_macs
-    from compress.onnx_io import load_session, run_session
     from compress.quantize import batch_of, latency_ms
+    from models.onnx_io import load_session, run_session
     from models.training import accuracy
     from pipelines.artifacts import onnx_params
 

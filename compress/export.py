@@ -20,7 +20,7 @@ import onnx
 import torch
 from torch import nn
 
-from compress.onnx_io import check_onnx, load_session, run_session
+from models.onnx_io import check_onnx, load_session, run_session
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -39,7 +39,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compress.export import save_onnx, set_metadata, staged_file
-from compress.onnx_io import check_onnx, load_session, run_session
+from models.onnx_io import check_onnx, load_session, run_session
 
 CALIBRATION_BATCH = 64
 MODES = ("auto", "static", "dynamic", "weights-only")

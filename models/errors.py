@@ -5,3 +5,7 @@ non-zero exit. Anything else is a bug and says so."""
 
 class UserError(Exception):
     """A problem with the user's input, files or settings, stated so that they can fix it."""
+
+
+class ModelFileError(UserError):
+    """A model file that cannot be used: missing, corrupt or failing the full ONNX check."""

@@ -158,7 +158,7 @@ def inspect(
         from rich.console import Console
         from rich.table import Table
 
-        from compress.onnx_io import read_metadata
+        from models.onnx_io import read_metadata
         from pipelines.errors import PrivcompError
 
         if not path.is_file():

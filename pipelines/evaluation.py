@@ -45,6 +45,7 @@ from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.executors import Executor, make_executor
 from pipelines.measurements import Measurement
+from pipelines.recipes import DPRecipe
 from pipelines.rundir import read_json, write_json
 from pipelines.settings.training import DPTrainingSettings
 
@@ -174,13 +175,14 @@ def _executor(ctx: RunContext) -> Executor:
     return make_executor(cfg.executor, workers=cfg.workers)
 
 
-def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
+def train_recipe(ctx: RunContext) -> tuple[TrainRecipe | DPRecipe, str]:
     """The references' recipe and a one-line description of it.
 
     "train": Adam with the [train] settings for evaluate.shadow_epochs (cheap);
-    "target": the recipe of the run's training stage. For a DP stage that is its engine and
-    settings, the candidate a private search chose, and the noise multiplier the target was
-    trained with (read from the ledger), so that each reference step is the target's mechanism;
+    "target": the recipe of the run's training stage. For a DP stage that is a DPRecipe: its
+    engine and settings, the candidate a private search chose, the noise multiplier the target was
+    trained with (read from the ledger), so that each reference step is the target's mechanism,
+    and the public split its allocation reads;
     "auto" (the default): "target" for a DP-trained artifact, "train" otherwise.
     """
     cfg, train = ctx.config.evaluate, ctx.config.train
@@ -207,7 +209,7 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe, str]:
     section = ctx.config.section(trained_by)
     assert isinstance(section, DPTrainingSettings)
     dp = section.space().released_settings(spent)
-    like_target = TrainRecipe(epochs=int(dp["epochs"]), dp=dp, engine=str(spent["engine"]))
+    like_target = DPRecipe(engine=str(spent["engine"]), dp=dp, public=ctx.split("public"))
     return like_target, f"target ({trained_by})"
 
 
@@ -280,7 +282,6 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
                 executor=executor,
                 progress=progress,
                 pool=candidates.indices,
-                public=ctx.split("public") if recipe.dp is not None else None,
             )
         timing = {
             "wall_seconds": round(time.perf_counter() - start, 3),

@@ -1,9 +1,11 @@
-"""Executors run independent jobs (reference-model training, mirroring): `map(fn, jobs)`.
+"""Executors run independent jobs (reference-model training, mirroring, audit trials): the
+`map(fn, jobs)` contract is attacks.executor.Executor, which the attacks declare; these are its
+implementations, by name (evaluate.executor).
 
 Jobs are picklable specifications (architecture record, seeds, arrays, paths), never modules, and
 `fn` is a module-level function, so the same job runs in-process or in a worker process.
 
-- `serial`: in this process, in order (tests, debugging);
+- `serial`: in this process, in order (tests, debugging; attacks.executor.SerialExecutor);
 - `local`: a pool of worker processes on this machine (concurrent.futures), each limited to one
   torch thread so that N workers use N cores without oversubscription. Workers are spawned, not
   forked: forking a process whose torch/OpenMP thread pools are running can deadlock the child.
@@ -16,35 +18,16 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
+from attacks.executor import Executor, SerialExecutor
 from models.training import ProgressFn
 from pipelines.errors import PrivcompError
 
 J = TypeVar("J")
 R = TypeVar("R")
 
-
-class Executor(Protocol):
-    def map(
-        self, fn: Callable[[J], R], jobs: Sequence[J], *, progress: ProgressFn | None = None
-    ) -> list[R]:
-        """fn(job) for every job; results in the order of `jobs`; progress(done, total)."""
-        ...
-
-
-class SerialExecutor:
-    """Runs every job here, one after another."""
-
-    def map(
-        self, fn: Callable[[J], R], jobs: Sequence[J], *, progress: ProgressFn | None = None
-    ) -> list[R]:
-        out = []
-        for i, job in enumerate(jobs):
-            out.append(fn(job))
-            if progress:
-                progress(i + 1, len(jobs))
-        return out
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "SerialExecutor", "make_executor"]
 
 
 def _init_worker(threads: int) -> None:

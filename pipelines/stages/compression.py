@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from compress.export import export_onnx, save_onnx, set_metadata, staged_file
-from compress.onnx_io import check_onnx, load_session, run_session
 from compress.prune import DATA_DRIVEN, AfterStep, prune_model
 from compress.quantize import quantize_int8
 from models.io import load_model, model_bytes, save_model
+from models.onnx_io import check_onnx, load_session, run_session
 from models.training import accuracy, fit
 from pipelines.artifacts import MODEL, ONNX_MODEL, artifact_hash
 from pipelines.context import RunContext

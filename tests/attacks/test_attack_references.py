@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from attack_game import ARCH, Game, one_thread
 
+from attacks.errors import AttackError
 from attacks.references import (
     ReferenceSet,
-    TrainRecipe,
     reference_masks,
     reference_targets,
     train_references,
@@ -14,7 +14,7 @@ from attacks.references import (
 )
 from attacks.signals import query_variants
 from pipelines.data import load_dataset
-from pipelines.errors import PrivcompError
+from pipelines.recipes import DPRecipe
 
 
 def test_masks_are_complementary_random_halves() -> None:
@@ -45,15 +45,15 @@ def test_saved_set_reloads_with_the_same_membership_and_outputs(game: Game) -> N
     np.testing.assert_allclose(
         variant_logits(targets[3], variants), loaded.logits[3], rtol=1e-5, atol=1e-5
     )
-    with pytest.raises(PrivcompError, match="augment 'shift'"):
+    with pytest.raises(AttackError, match="augment 'shift'"):
         ReferenceSet.load(game.references_dir, augment="shift")
 
 
 def test_load_of_an_incomplete_set_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(PrivcompError, match="no complete reference"):
+    with pytest.raises(AttackError, match="no complete reference"):
         ReferenceSet.load(tmp_path)
     (tmp_path / "membership.json").write_text('{"seed": 0, "n": 4, "references": ["ref-00"]')
-    with pytest.raises(PrivcompError, match="corrupt"):
+    with pytest.raises(AttackError, match="corrupt"):
         ReferenceSet.load(tmp_path)
 
 
@@ -81,10 +81,9 @@ def test_references_can_be_trained_like_a_dp_target(
             y,
             k=2,
             arch=ARCH,
-            recipe=TrainRecipe(epochs=1, dp=dp, engine=engine),
+            recipe=DPRecipe(engine=engine, dp=dp, public=(data.x[100:140], data.y[100:140])),
             seed=0,
             directory=tmp_path,
-            public=(data.x[100:140], data.y[100:140]),
         )
     assert refs.logits.shape == (2, 1, 80, 10) and np.isfinite(refs.logits).all()
     assert len(reference_targets(tmp_path)) == 2

@@ -10,11 +10,11 @@ import torch
 from attack_game import Game
 
 from attacks.base import AttackContext, AttackOutput
+from attacks.errors import AttackError
 from attacks.references import ReferenceSet, reference_targets, variant_logits
 from attacks.signals import query_variants
 from attacks.suite import ATTACKS, Pool, register_attack, run_attacks, score_attacks
 from attacks.target import LabelOnlyTarget, OnnxTarget, TorchTarget
-from pipelines.errors import PrivcompError
 
 LOGIT_ATTACKS = [name for name in ATTACKS if name != "gap"]
 
@@ -103,7 +103,7 @@ def test_label_only_target_gets_the_gap_attack_only(game: Game) -> None:
     np.testing.assert_array_equal(by_labels.members, by_logits.members)
     # Training accuracy 1.0: every member is classified correctly.
     assert by_labels.members.min() == 1.0 and by_labels.nonmembers.mean() < 1.0
-    with pytest.raises(PrivcompError, match="labels only"):
+    with pytest.raises(AttackError, match="labels only"):
         score_attacks(labels_only, **game.inputs(), names=["lira"])
 
 
@@ -147,7 +147,7 @@ def test_registered_attack_sees_unlabelled_queries(game: Game) -> None:
 
 def test_bad_requests_are_one_line_errors(game: Game) -> None:
     target = TorchTarget(game.target)
-    with pytest.raises(PrivcompError, match="unknown attack"):
+    with pytest.raises(AttackError, match="unknown attack"):
         run_attacks(target, **game.inputs(), names=["nope"])
     pool = game.pool
     smaller = Pool(
@@ -157,22 +157,22 @@ def test_bad_requests_are_one_line_errors(game: Game) -> None:
         nonmembers=pool.nonmembers[pool.nonmembers < len(pool.y) - 1],
         population=pool.population[pool.population < len(pool.y) - 1],
     )
-    with pytest.raises(PrivcompError, match="pool"):
+    with pytest.raises(AttackError, match="pool"):
         # A cached reference set that belongs to another pool.
         run_attacks(target, pool=smaller, references=game.references)
-    with pytest.raises(PrivcompError, match="disjoint"):
+    with pytest.raises(AttackError, match="disjoint"):
         Pool(pool.x, pool.y, np.array([0, 1]), np.array([1, 2]), np.array([3, 4]))
     one = ReferenceSet(game.references.membership[:1], game.references.logits[:1])
-    with pytest.raises(PrivcompError, match="at least 2"):
+    with pytest.raises(AttackError, match="at least 2"):
         run_attacks(target, pool=pool, references=one, names=["lira"])
 
 
 def test_onnx_target_checks_the_file(tmp_path: Path) -> None:
-    with pytest.raises(PrivcompError, match="not found"):
+    with pytest.raises(AttackError, match="not found"):
         OnnxTarget(tmp_path / "missing.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(PrivcompError):
+    with pytest.raises(AttackError):
         OnnxTarget(bad)
 
 
@@ -181,5 +181,5 @@ def test_non_finite_logits_are_rejected() -> None:
     with torch.no_grad():
         head.bias.fill_(float("nan"))
     model = torch.nn.Sequential(torch.nn.Flatten(), head)
-    with pytest.raises(PrivcompError, match="NaN"):
+    with pytest.raises(AttackError, match="NaN"):
         TorchTarget(model).predict_logits(np.zeros((2, 1, 8, 8), np.float32))

@@ -12,9 +12,9 @@ from compress_testing import DIGITS_SHAPE, MNIST_SHAPE, make_model, random_image
 from torch import nn
 
 from compress.export import ExportResult, export_onnx
-from compress.onnx_io import load_session, run_session
 from compress.prune import prune_model
-from pipelines.errors import PrivcompError
+from models.errors import ModelFileError
+from models.onnx_io import load_session, run_session
 
 METADATA = {"epsilon": "3.0", "delta": "1e-05", "stages": "train-ladp,prune"}
 
@@ -77,7 +77,7 @@ def test_single_file_without_build_paths(exported: tuple[nn.Module, ExportResult
     assert b"site-packages" not in path.read_bytes()  # exporter stack traces stripped
 
 
-def test_corrupt_onnx_file_is_a_privcomp_error(
+def test_corrupt_onnx_file_is_a_model_file_error(
     exported: tuple[nn.Module, ExportResult], tmp_path: Path
 ) -> None:
     truncated = tmp_path / "truncated.onnx"
@@ -85,7 +85,7 @@ def test_corrupt_onnx_file_is_a_privcomp_error(
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not an onnx model")
     for bad in (truncated, garbage):
-        with pytest.raises(PrivcompError, match="invalid ONNX model"):
+        with pytest.raises(ModelFileError, match="invalid ONNX model"):
             load_session(bad)
 
 
@@ -160,3 +160,16 @@ def test_tolerance_scales_with_the_logits_but_still_catches_a_wrong_model(tmp_pa
         ).logit_scale
         == 1.0
     )  # ordinary logits: the bound is the absolute 1e-4
+
+
+def test_inspect_of_a_corrupt_onnx_file_is_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import EXIT_USER_ERROR, app
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx model")
+    result = CliRunner().invoke(app, ["inspect", str(garbage)])
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid ONNX model"), lines

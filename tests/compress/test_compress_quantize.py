@@ -13,7 +13,6 @@ from compress_testing import DIGITS_SHAPE, MNIST_SHAPE, make_model, random_image
 from onnx import numpy_helper
 
 from compress.export import export_onnx
-from compress.onnx_io import check_onnx, load_session, run_session
 from compress.prune import prune_model
 from compress.quantize import (
     CANDIDATES,
@@ -22,10 +21,11 @@ from compress.quantize import (
     quantize_static_int8,
     quantize_weights_int8,
 )
+from models.errors import ModelFileError
 from models.io import model_bytes, save_model
+from models.onnx_io import check_onnx, load_session, run_session
 from models.training import accuracy, fit
 from pipelines.data import load_dataset, make_splits
-from pipelines.errors import PrivcompError
 
 METADATA = {"epsilon": "8.0", "stages": "train,prune,export"}
 
@@ -117,10 +117,10 @@ def test_bad_calibration_is_rejected(mnist_cnn: MnistCnn, tmp_path: Path, bad: n
     assert list(tmp_path.iterdir()) == []
 
 
-def test_corrupt_fp32_model_is_a_privcomp_error(tmp_path: Path) -> None:
+def test_corrupt_fp32_model_is_a_model_file_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage")
-    with pytest.raises(PrivcompError):
+    with pytest.raises(ModelFileError):
         quantize_static_int8(bad, tmp_path / "q.onnx", calibration=random_images(4, MNIST_SHAPE))
     assert not (tmp_path / "q.onnx").exists()
 

@@ -16,8 +16,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from compress.onnx_io import read_metadata
 from models.io import load_model
+from models.onnx_io import read_metadata
 from models.zoo import count_params
 from pipelines.artifacts import MODEL, ONNX_MODEL, artifact_hash
 from pipelines.cli import inspect_warnings

@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 
 from attacks.references import TrainRecipe, read_membership
+from models.errors import UserError
 from models.io import save_model
 from models.training import ProgressFn, fit
 from models.zoo import seeded_model
@@ -211,7 +212,7 @@ def test_reference_recipe_target_follows_the_training_stage(
 )
 def test_bad_evaluate_settings_are_one_line_errors(override: str, message: str) -> None:
     config = load_config(None, [*TINY, override])
-    with pytest.raises(PrivcompError, match=message):
+    with pytest.raises(UserError, match=message):  # an AttackError for the attack names
         check_evaluate_config(config["evaluate"])
 
 

@@ -22,8 +22,8 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from compress.onnx_io import read_metadata
 from models.io import load_model
+from models.onnx_io import read_metadata
 from pipelines.cli import app
 from pipelines.config import load_config
 from pipelines.errors import PrivcompError

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from pipelines.errors import PrivcompError
+from models.errors import ModelFileError
 
 
 def check_onnx(path: Path) -> onnx.ModelProto:
@@ -17,7 +17,7 @@ def check_onnx(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # onnx raises several unrelated types for bad files
-        raise PrivcompError(f"invalid ONNX model {path}: {exc}".splitlines()[0]) from exc
+        raise ModelFileError(f"invalid ONNX model {path}: {exc}".splitlines()[0]) from exc
     return model
 
 

@@ -258,16 +258,49 @@ def _audit(
         [r.displacements for j, r in zip(jobs, results, strict=True) if not j.canary]
     )
     inn = np.concatenate([r.displacements for j, r in zip(jobs, results, strict=True) if j.canary])
-    names = [g.name for g in first.groups]
     delta, accountant = float(entry["delta"]), str(settings.get("accountant", "prv"))
     found = audit_statistics(
         out,
         inn,
-        names=names,
+        names=[g.name for g in first.groups],
         weights=likelihood_weights(first),
         delta=delta,
         confidence=confidence,
     )
+    report = _report(
+        first,
+        found,
+        run_dir=run_dir,
+        stage=stage,
+        engine=engine,
+        steps=steps,
+        trials=trials,
+        delta=delta,
+        accountant=accountant,
+        confidence=confidence,
+        noise=ctx.noise_mode,
+        seconds=seconds,
+    )
+    write_json(run_dir / AUDIT_FILE, report.to_dict())
+    return report
+
+
+def _report(
+    first: TrialResult,
+    found: list[StatisticBounds],
+    *,
+    run_dir: Path,
+    stage: str,
+    engine: str,
+    steps: int,
+    trials: int,
+    delta: float,
+    accountant: str,
+    confidence: float,
+    noise: str,
+    seconds: float,
+) -> AuditReport:
+    """The claim (ε of the audited steps at q = 1) beside the strongest lower bounds found."""
     claimed = compute_epsilon(
         noise_multiplier=first.noise_multiplier,
         sample_rate=1.0,
@@ -278,7 +311,7 @@ def _audit(
     combined = next(s for s in found if s.name == COMBINED)
     cp = max(s.cp_lower_bound for s in found)
     gdp = max(s.gdp_lower_bound for s in found)
-    report = AuditReport(
+    return AuditReport(
         run_dir=str(run_dir),
         stage=stage,
         engine=engine,
@@ -294,12 +327,10 @@ def _audit(
         gdp_epsilon_lower_bound=gdp,
         gdp_epsilon_estimate=combined.gdp_estimate,
         passed=max(cp, gdp) <= claimed,
-        noise=ctx.noise_mode,
+        noise=noise,
         seconds=round(seconds, 1),
         statistics=found,
     )
-    write_json(run_dir / AUDIT_FILE, report.to_dict())
-    return report
 
 
 def _jobs(

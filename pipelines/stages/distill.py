@@ -29,7 +29,7 @@ from pipelines.errors import PrivcompError
 from pipelines.settings.compression import DistillSettings
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
-from privacy.pate import PATEConfig, pate_label, pate_spend
+from privacy.pate import PATEConfig, PATEResult, pate_label, pate_spend
 
 
 def _pate_config(section: DistillSettings) -> PATEConfig:
@@ -45,17 +45,15 @@ def _pate_config(section: DistillSettings) -> PATEConfig:
 
 
 @register_stage
-class Distill(Stage):
+class Distill(Stage[DistillSettings]):
     name = "distill"
     requires = (MODEL,)
     provides = (MODEL,)
-    uses_private_data = False  # mode "soft"; mode "pate" reads the members through GNMax
     privacy_cost = (
         "soft labels from the DP model on public data: free; "
         "pate: its own data-independent RDP bound, composed in the ledger"
     )
     summary = "knowledge distillation into a smaller student on public data (soft or PATE)"
-
     Config = DistillSettings
 
     def check(self, ctx: RunContext) -> None:
@@ -189,24 +187,27 @@ class Distill(Stage):
         spend = Spend(
             kind="dp", epsilon=result.spend.epsilon, delta=result.spend.delta, details=details
         )
-        metrics = {
-            "pate_epsilon": result.spend.epsilon,
-            "pate_delta": result.spend.delta,
-            "teachers": config.teachers,
-            "queries": config.queries,
-            "gnmax_sigma": config.sigma,
-            "noise": result.noise,
-            # Read from the non-private teachers: for the auditor's eyes, outside ε. The student
-            # learns only result.labels, the GNMax answers.
-            "audit_only": {
-                "note": (
-                    "statistics of non-private teachers trained on the members; "
-                    "not covered by ε, never shipped"
-                ),
-                "teacher_accuracy_mean": float(np.mean(result.teacher_accuracy)),
-                "vote_agreement": result.vote_agreement,
-                "label_accuracy": float((result.labels == public_y[chosen]).mean()),
-                "empty_shards": sum(size == 0 for size in result.shard_sizes),
-            },
-        }
-        return spend, metrics
+        return spend, _pate_metrics(result, config, public_y[chosen])
+
+
+def _pate_metrics(result: PATEResult, config: PATEConfig, labels: np.ndarray) -> dict[str, Any]:
+    return {
+        "pate_epsilon": result.spend.epsilon,
+        "pate_delta": result.spend.delta,
+        "teachers": config.teachers,
+        "queries": config.queries,
+        "gnmax_sigma": config.sigma,
+        "noise": result.noise,
+        # Read from the non-private teachers: for the auditor's eyes, outside ε. The student
+        # learns only result.labels, the GNMax answers.
+        "audit_only": {
+            "note": (
+                "statistics of non-private teachers trained on the members; "
+                "not covered by ε, never shipped"
+            ),
+            "teacher_accuracy_mean": float(np.mean(result.teacher_accuracy)),
+            "vote_agreement": result.vote_agreement,
+            "label_accuracy": float((result.labels == labels).mean()),
+            "empty_shards": sum(size == 0 for size in result.shard_sizes),
+        },
+    }

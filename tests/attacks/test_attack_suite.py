@@ -15,6 +15,7 @@ from attacks.references import ReferenceSet, reference_targets, variant_logits
 from attacks.signals import query_variants
 from attacks.suite import ATTACKS, Pool, register_attack, run_attacks, score_attacks
 from attacks.target import LabelOnlyTarget, OnnxTarget, TorchTarget
+from models.errors import ModelFileError
 
 LOGIT_ATTACKS = [name for name in ATTACKS if name != "gap"]
 
@@ -172,7 +173,7 @@ def test_onnx_target_checks_the_file(tmp_path: Path) -> None:
         OnnxTarget(tmp_path / "missing.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(AttackError):
+    with pytest.raises(ModelFileError, match="invalid ONNX model"):
         OnnxTarget(bad)
 
 

@@ -1,4 +1,4 @@
-"""int8 quantization with ONNX Runtime: static (QDQ), dynamic, weights-only, or the fastest of them.
+"""int8 builders with ONNX Runtime: static (QDQ), dynamic and weights-only.
 
 - static: int8 weights (per channel) and int8 activations whose ranges are fixed by a calibration
   array. Calibration only sees the array it is given; the pipeline passes the public split, so
@@ -9,20 +9,15 @@
   Reads no data.
 - weights-only: int8 weights (per output channel, symmetric) dequantized in the graph; arithmetic
   stays fp32. Reads no data; a third of the file size at fp32 speed.
-- auto: build the three, time each with ONNX Runtime on the machine running it (batch 1 and 64),
-  and keep the fastest whose accuracy on the given labelled sample is within a tolerance of fp32.
-  On CPUs without int8 dot-product instructions static QDQ can be slower than fp32, and even with
-  them small convolutions may not gain: measuring is the only reliable way to choose.
+
+compress.quantize chooses among them (mode auto) and records what it kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import math
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +34,9 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compress.export import save_onnx, set_metadata, staged_file
-from compress.onnx_io import check_onnx, load_session, run_session
+from compress.onnx_io import check_onnx
 
 CALIBRATION_BATCH = 64
-MODES = ("auto", "static", "dynamic", "weights-only")
 CANDIDATES = ("static", "dynamic", "weights-only")
 CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
     "minmax": CalibrationMethod.MinMax,
@@ -51,7 +45,6 @@ CALIBRATION_METHODS: dict[str, CalibrationMethod] = {
     "distribution": CalibrationMethod.Distribution,
 }
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
-TIMING_BATCHES = (1, 64)
 
 
 class ArrayReader(CalibrationDataReader):
@@ -66,7 +59,8 @@ class ArrayReader(CalibrationDataReader):
         return next(self._batches, None)
 
 
-def _validated(calibration: np.ndarray) -> np.ndarray:
+def validated(calibration: np.ndarray) -> np.ndarray:
+    """float32 images, refused when empty or not finite."""
     x = np.asarray(calibration, dtype=np.float32)
     if len(x) == 0:
         raise ValueError("calibration data is empty")
@@ -99,7 +93,7 @@ def _finish(result: onnx.ModelProto, source: onnx.ModelProto, out_path: Path) ->
     return out_path
 
 
-def _method(name: str) -> CalibrationMethod:
+def calibration_method(name: str) -> CalibrationMethod:
     if name not in CALIBRATION_METHODS:
         known = ", ".join(CALIBRATION_METHODS)
         raise ValueError(f"unknown calibration method '{name}' (known: {known})")
@@ -115,8 +109,8 @@ def quantize_static_int8(
     method: str = "minmax",
 ) -> Path:
     """Quantize an fp32 ONNX file to int8 (QDQ) and write it atomically to out_path."""
-    x = _validated(calibration)
-    calibrate_method = _method(method)
+    x = validated(calibration)
+    calibrate_method = calibration_method(method)
     source = check_onnx(fp32_path)
     with tempfile.TemporaryDirectory(prefix="privcomp-quant-") as work:
         prepared = Path(work) / "prepared.onnx"
@@ -217,38 +211,7 @@ def quantize_weights_int8(fp32_path: Path, out_path: Path) -> Path:
     return _finish(model, source, out_path)
 
 
-def latency_ms(path: Path, x: np.ndarray, *, repeats: int = 20) -> float:
-    """Median wall time (ms) of one onnxruntime run on x, after one warm-up run."""
-    session = load_session(path)
-    name = session.get_inputs()[0].name
-    feed = {name: np.ascontiguousarray(x, dtype=np.float32)}
-    session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
-
-
-@dataclass(frozen=True)
-class QuantizeResult:
-    path: Path
-    mode: str  # the mode that produced path (auto resolves to one of CANDIDATES)
-    timings_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # mode -> batch -> ms
-    accuracy: dict[str, float] = field(default_factory=dict)  # mode -> accuracy on the sample
-    rejected: list[str] = field(default_factory=list)  # too inaccurate for auto
-
-    def to_metrics(self) -> dict[str, object]:
-        return {
-            "mode": self.mode,
-            "timings_ms": self.timings_ms,
-            "timing_accuracy": self.accuracy,
-            "rejected": self.rejected,
-        }
-
-
-def _build(
+def build_int8(
     mode: str,
     fp32_path: Path,
     out_path: Path,
@@ -257,6 +220,7 @@ def _build(
     per_channel: bool,
     method: str,
 ) -> Path:
+    """One of CANDIDATES; only static reads `calibration`."""
     if mode == "static":
         if calibration is None:
             raise ValueError("static quantization needs calibration data")
@@ -267,84 +231,4 @@ def _build(
         return quantize_dynamic_int8(fp32_path, out_path, per_channel=per_channel)
     if mode == "weights-only":
         return quantize_weights_int8(fp32_path, out_path)
-    raise ValueError(f"unknown quantization mode '{mode}' (known: {', '.join(MODES)})")
-
-
-# auto keeps the fastest int8 model whose accuracy is within this of fp32's.
-MAX_ACCURACY_DROP = 0.02
-
-
-def latency_score(timings: dict[str, float]) -> float:
-    """One number per candidate: the geometric mean of its latencies at the timed batches."""
-    return math.exp(sum(math.log(max(t, 1e-9)) for t in timings.values()) / len(timings))
-
-
-def quantize_int8(
-    fp32_path: Path,
-    out_path: Path,
-    *,
-    mode: str = "auto",
-    calibration: np.ndarray | None = None,
-    per_channel: bool = True,
-    method: str = "minmax",
-    timing_data: tuple[np.ndarray, np.ndarray] | None = None,
-    max_accuracy_drop: float = MAX_ACCURACY_DROP,
-    repeats: int = 20,
-) -> QuantizeResult:
-    """Quantize fp32_path to int8 in `mode`; auto times every candidate on timing_data's images
-    and keeps the fastest whose accuracy on timing_data is within max_accuracy_drop of fp32.
-
-    Only `calibration` is read by static quantization; timing_data must be data the caller may
-    read for free (the public split). fp32 is timed too and reported, never chosen.
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown quantization mode '{mode}' (known: {', '.join(MODES)})")
-    _method(method)
-    if mode != "auto":
-        path = _build(
-            mode,
-            fp32_path,
-            out_path,
-            calibration=calibration,
-            per_channel=per_channel,
-            method=method,
-        )
-        return QuantizeResult(path=path, mode=mode)
-    if timing_data is None or len(timing_data[0]) == 0:
-        raise ValueError("auto quantization needs timing data (images and labels)")
-    x, y = _validated(timing_data[0]), np.asarray(timing_data[1])
-    candidates = [c for c in CANDIDATES if c != "static" or calibration is not None]
-    timings: dict[str, dict[str, float]] = {}
-    accuracy: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="privcomp-auto-", dir=out_path.parent) as work:
-        built = {"fp32": fp32_path}
-        for c in candidates:
-            built[c] = _build(
-                c,
-                fp32_path,
-                Path(work) / f"{c}.onnx",
-                calibration=calibration,
-                per_channel=per_channel,
-                method=method,
-            )
-        for name, path in built.items():
-            timings[name] = {
-                str(b): latency_ms(path, batch_of(x, b), repeats=repeats) for b in TIMING_BATCHES
-            }
-            logits = run_session(load_session(path), x)
-            accuracy[name] = float((logits.argmax(axis=1) == y).mean())
-        floor = accuracy["fp32"] - max_accuracy_drop
-        rejected = [c for c in candidates if accuracy[c] < floor]
-        kept = [c for c in candidates if c not in rejected] or candidates
-        best = min(kept, key=lambda c: latency_score(timings[c]))
-        with staged_file(out_path) as tmp:
-            tmp.write_bytes(built[best].read_bytes())
-    return QuantizeResult(
-        path=out_path, mode=best, timings_ms=timings, accuracy=accuracy, rejected=rejected
-    )
-
-
-def batch_of(x: np.ndarray, size: int) -> np.ndarray:
-    """size rows of x, repeating x if it is shorter."""
-    reps = -(-size // len(x))
-    return np.concatenate([x] * reps)[:size] if reps > 1 else x[:size]
+    raise ValueError(f"unknown int8 mode '{mode}' (known: {', '.join(CANDIDATES)})")

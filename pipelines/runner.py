@@ -244,6 +244,7 @@ def _advance(
         ctx.latest = list(result.outputs)[-1]
     ctx.guarantee = ledger.record(stage.name, result.spend, earlier=earlier)
     ctx.history.append(stage.name)
+    ctx.stage_metrics.append(result.metrics)
 
 
 def _measure(ctx: RunContext, final: bool) -> dict[str, Any]:

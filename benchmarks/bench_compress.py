@@ -86,12 +86,12 @@ def _variants(name: str, work: Path, config: Any, data: Any, splits: Any) -> tup
 
     from compress.distill import distill_soft, soft_labels, student_model
     from compress.export import export_onnx
-    from compress.prune import prune_model
-    from compress.quantize import (
+    from compress.int8 import (
         quantize_dynamic_int8,
         quantize_static_int8,
         quantize_weights_int8,
     )
+    from compress.prune import prune_model
     from models.training import fit
 
     model, how = _train(name, config, data, splits)

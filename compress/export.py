@@ -4,6 +4,9 @@ torch 2.14's default exporter (`dynamo=True`, torch.export + onnxscript) is used
 exporter still works here but warns that it is deprecated and will be removed. The program's
 ModelProto is taken in memory, so weights stay inside the one .onnx file and metadata can be set
 before anything is written.
+
+`export(source, out_dir, settings=, data=)` is the transform a run applies (model folder -> ONNX
+file); `export_onnx` does the same for a module in memory.
 """
 
 from __future__ import annotations
@@ -12,18 +15,21 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
+from models.io import load_model
 from models.onnx_io import check_onnx, load_session, run_session
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+ONNX_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,15 @@ def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
     onnx.helper.set_model_props(proto, merged)
 
 
+def write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Add metadata to an ONNX file; the new file is checked in full before it replaces the old."""
+    proto = onnx.load(str(path))
+    set_metadata(proto, metadata)
+    with staged_file(path) as tmp:
+        save_onnx(proto, tmp)
+        check_onnx(tmp)
+
+
 @torch.no_grad()
 def _torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     device = next(model.parameters()).device
@@ -149,3 +164,51 @@ def export_onnx(
             save_onnx(proto, tmp)
             check_onnx(tmp)
     return ExportResult(path=path, max_abs_diff=diff, logit_scale=scale, outputs=outputs)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    tolerance: float = 1e-4  # of max |ONNX - torch|, relative to max(1, largest |logit|)
+
+
+@dataclass(frozen=True, eq=False)
+class ExportData:
+    example: np.ndarray  # traced input (rows beyond the first two are not needed)
+    check: np.ndarray  # inputs onnxruntime must agree with torch on
+
+
+@dataclass(frozen=True)
+class ExportedArtifact:
+    path: Path
+    settings: ExportSettings
+    max_abs_diff: float
+    logit_scale: float
+
+    def record(self) -> dict[str, Any]:
+        """What the export did, as JSON: its settings and the check it passed."""
+        return {
+            "settings": asdict(self.settings),
+            "max_abs_diff": self.max_abs_diff,
+            "logit_scale": self.logit_scale,
+        }
+
+
+def export(
+    source: Path,
+    out_dir: Path,
+    *,
+    settings: ExportSettings,
+    data: ExportData,
+    metadata_from_outputs: Callable[[np.ndarray], dict[str, str]] | None = None,
+) -> ExportedArtifact:
+    """The model saved in folder `source` as out_dir/ONNX_FILE, checked as export_onnx checks."""
+    model, _ = load_model(source)
+    result = export_onnx(
+        model,
+        out_dir / ONNX_FILE,
+        example_input=torch.as_tensor(data.example),
+        check_inputs=data.check,
+        metadata_from_outputs=metadata_from_outputs,
+        tolerance=settings.tolerance,
+    )
+    return ExportedArtifact(result.path, settings, result.max_abs_diff, result.logit_scale)

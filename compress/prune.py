@@ -10,13 +10,20 @@ layers keep their group count because Torch-Pruning removes the same positions f
 Pruning may run in several steps (`iterative_steps`), with a callback between them for
 fine-tuning (`after_step`): the pipeline fine-tunes with LADP on the members (accounted) or
 without DP on the public split (free).
+
+`prune(source, out_dir, settings=, data=)` is the transform a run applies (model folder -> model
+folder). What it chose is recorded: Torch-Pruning's pruning history (which channels of which
+layer group went, step by step; `replay_history` redoes it exactly on a model of the same
+architecture) and the widths that result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +31,7 @@ import torch_pruning as tp
 from torch import nn
 
 from compress.macs import torch_macs
+from models.io import load_model, read_arch, save_model
 from models.zoo import classifier_of, count_params
 
 # name -> factory of a fresh criterion object. `reads_data` marks criteria that need samples.
@@ -43,6 +51,8 @@ TAYLOR_BATCH = 128
 
 # after_step(model, step, steps): called after each pruning step (fine-tuning hook).
 AfterStep = Callable[[nn.Module, int, int], None]
+# Torch-Pruning's record of one pruned group: [root module name, out-channel pruning?, indices].
+PruningHistory = list[list[Any]]
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class PruneResult:
     macs_before: int = 0
     macs_after: int = 0
     steps: int = 1
+    history: PruningHistory = field(default_factory=list)  # in the order the groups went
 
     @property
     def factor(self) -> float:
@@ -139,4 +150,71 @@ def prune_model(
         macs_before=macs_before,
         macs_after=torch_macs(model, in_shape),
         steps=iterative_steps,
+        history=[
+            [str(n), bool(out), [int(i) for i in idx]] for n, out, idx in pruner.pruning_history()
+        ],
     )
+
+
+def replay_history(model: nn.Module, example_input: torch.Tensor, history: PruningHistory) -> None:
+    """Remove, in place, exactly the channels a recorded pruning removed (whatever the weights).
+
+    The model must have the architecture the recorded pruning started from.
+    """
+    with torch.enable_grad():
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        graph.load_pruning_history([[n, out, list(idx)] for n, out, idx in history])
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    ratio: float = 0.5
+    importance: str = "l2"  # a key of IMPORTANCES
+    global_pruning: bool = False
+    iterative_steps: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class PruneData:
+    example: np.ndarray  # inputs that trace the graph (two rows)
+    importance: tuple[np.ndarray, np.ndarray] | None = None  # read by DATA_DRIVEN criteria only
+
+
+@dataclass(frozen=True)
+class PrunedArtifact:
+    path: Path  # the model folder
+    settings: PruneSettings
+    result: PruneResult
+    structure: dict[str, dict[str, int]]  # the widths after pruning, as arch.json holds them
+
+    def record(self) -> dict[str, Any]:
+        """What pruning chose, as JSON: its settings, the pruning history, the widths."""
+        return {
+            "settings": asdict(self.settings),
+            "history": self.result.history,
+            "structure": self.structure,
+        }
+
+
+def prune(
+    source: Path,
+    out_dir: Path,
+    *,
+    settings: PruneSettings,
+    data: PruneData,
+    after_step: AfterStep | None = None,
+) -> PrunedArtifact:
+    """The model saved in folder `source`, pruned as prune_model prunes, saved in out_dir."""
+    model, arch = load_model(source)
+    result = prune_model(
+        model,
+        torch.as_tensor(data.example),
+        ratio=settings.ratio,
+        importance=settings.importance,
+        global_pruning=settings.global_pruning,
+        iterative_steps=settings.iterative_steps,
+        importance_data=data.importance,
+        after_step=after_step,
+    )
+    save_model(model, out_dir, arch=arch)
+    return PrunedArtifact(out_dir, settings, result, read_arch(out_dir)["structure"])

@@ -27,6 +27,9 @@ class RunContext:
     artifacts: dict[str, Path] = field(default_factory=dict)
     latest: str | None = None  # name of the most recently produced artifact
     history: list[str] = field(default_factory=list)  # stages completed so far
+    # StageResult.metrics of each completed stage, parallel to history (the evaluation's mirror
+    # replays the compression records in them)
+    stage_metrics: list[dict[str, Any]] = field(default_factory=list)
     guarantee: Guarantee | None = None  # privacy of the latest artifact
     stage_dir: Path = Path()
     position: int = 1  # of the current stage in the pipeline (1-based), set by the runner

@@ -10,9 +10,7 @@ mirrored set cached under references/mirror-<steps>/.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,19 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from attacks.references import (
-    ReferenceSet,
-    TrainRecipe,
-    load_logits,
-    ref_name,
-    reference_targets,
-    save_logits,
-    train_references,
-    variant_logits,
-)
-from attacks.signals import query_variants
+from attacks.references import ReferenceSet, TrainRecipe, train_references
 from attacks.suite import Pool, run_attacks
-from attacks.target import OnnxTarget, Target, TorchTarget
+from attacks.target import Target
 from models.training import accuracy
 from pipelines.artifacts import (
     artifact_bytes,
@@ -45,15 +33,14 @@ from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.executors import Executor, make_executor
 from pipelines.measurements import Measurement
+from pipelines.mirror import MIRRORED_STAGES, mirror_steps, mirrored_set
 from pipelines.recipes import DPRecipe
+from pipelines.reference_cache import RECIPE, REFERENCE_DIR, ensure_logits, is_cached
 from pipelines.rundir import read_json, write_json
 from pipelines.settings.training import DPTrainingSettings
 
-REFERENCE_DIR = Path("references")
-RECIPE = "recipe.json"
 TIMING = "timing.json"
 DP_TRAINING_STAGES = ("train-ladp", "train-dpsgd")
-MIRRORED_STAGES = ("prune", "export", "quantize")
 TRAINING_STAGES = ("train", "train-ladp", "train-dpsgd")
 ROC_POINTS = 100  # log-spaced points of each ROC curve kept in metrics.json
 
@@ -226,25 +213,6 @@ def _pool_digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-def _read_recipe(directory: Path) -> Any:
-    try:
-        return json.loads((directory / RECIPE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _cached(directory: Path, recipe: dict[str, Any]) -> bool:
-    return _read_recipe(directory) == recipe and (directory / "membership.json").is_file()
-
-
-def _ensure_logits(directory: Path, augment: str, x: np.ndarray) -> None:
-    if load_logits(directory, augment) is not None:
-        return
-    variants = query_variants(x, augment)
-    logits = [variant_logits(t, variants) for t in reference_targets(directory)]
-    save_logits(directory, augment, np.stack(logits))
-
-
 def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> ReferenceSet:
     """The run's references for the latest artifact: trained once, mirrored when configured."""
     candidates = candidates or candidate_pool(ctx)
@@ -262,7 +230,7 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
         "pool": _pool_digest(candidates.indices),
     }
     x, y = candidates.pool.x, candidates.pool.y
-    if not _cached(base, record):
+    if not is_cached(base, record):
         if base.exists():
             shutil.rmtree(base)  # made with another recipe or pool: retrain (mirrors included)
         executor = _executor(ctx)
@@ -292,164 +260,15 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
         write_json(base / TIMING, timing)
         write_json(base / RECIPE, record)
     else:
-        _ensure_logits(base, augment, x)
+        ensure_logits(base, augment, x)
         refs = ReferenceSet.load(base, augment=augment)
     if not cfg.mirror:
         return refs
-    steps = mirror_steps(ctx)
-    return mirrored_set(ctx, steps, refs, candidates) if steps else refs
-
-
-# ---- mirroring the target's compression -----------------------------------------------------
-
-
-def mirror_steps(ctx: RunContext) -> tuple[str, ...]:
-    """The compression stages the latest artifact went through, in order."""
     skipped = [s for s in ctx.history if s not in (*MIRRORED_STAGES, *TRAINING_STAGES, "evaluate")]
     if skipped:
         ctx.reporter.info(f"  mirror: references are not passed through {', '.join(skipped)}")
-    return tuple(s for s in ctx.history if s in MIRRORED_STAGES)
-
-
-@dataclass(frozen=True, eq=False)
-class MirrorJob:
-    source: str  # a reference artifact folder (model folder or folder with one .onnx)
-    out_dir: str
-    step: str  # prune | export | quantize
-    prune: dict[str, Any]
-    quantize: dict[str, Any]
-    example: np.ndarray  # two public inputs (pruning trace, export example)
-    check: np.ndarray  # inputs the ONNX export is compared with torch on
-    calibration: np.ndarray  # the public sample: int8 calibration, data-driven pruning
-    calibration_labels: np.ndarray
-    x: np.ndarray  # the pool
-    augment: str
-    tolerance: float = 1e-4  # ONNX vs torch, as the export stage checks
-
-
-def mirror_reference(job: MirrorJob) -> np.ndarray:
-    """Apply one compression step to one reference; return its logits on the pool variants.
-
-    Mirrored: pruning (ratio, importance, global/iterative when configured; no fine-tuning)
-    and static int8 (per-channel, calibration method) on the stage's public calibration sample.
-    """
-    import torch
-
-    from compress.export import export_onnx
-    from compress.prune import prune_model
-    from compress.quantize import quantize_static_int8
-    from models.io import WEIGHTS, load_model, save_model
-
-    source, out = Path(job.source), Path(job.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    is_torch = (source / WEIGHTS).is_file()
-    target: Target
-    if job.step == "prune":
-        if not is_torch:
-            raise PrivcompError("mirror: prune after export/quantize cannot be mirrored")
-        model, arch = load_model(source)
-        options: dict[str, Any] = {
-            "ratio": float(job.prune["ratio"]),
-            "importance": str(job.prune["importance"]),
-            # Same criterion data as the stage's: the public sample (read only by Taylor).
-            "importance_data": (job.calibration, job.calibration_labels),
-        }
-        for key in ("global_pruning", "iterative_steps"):  # when this version has them
-            if key in job.prune:
-                options[key] = job.prune[key]
-        prune_model(model, torch.as_tensor(job.example), **options)
-        save_model(model, out, arch=arch)
-        target = TorchTarget(model.eval())
-    elif job.step == "export":
-        if not is_torch:
-            raise PrivcompError("mirror: export needs a torch reference")
-        model, _ = load_model(source)
-        path = out / "model.onnx"
-        example = torch.as_tensor(job.example)
-        export_onnx(
-            model, path, example_input=example, check_inputs=job.check, tolerance=job.tolerance
-        )
-        target = OnnxTarget(path)
-    elif job.step == "quantize":
-        path = out / "model.int8.onnx"
-        with tempfile.TemporaryDirectory(prefix="privcomp-mirror-") as work:
-            if is_torch:
-                fp32 = Path(work) / "model.onnx"
-                model, _ = load_model(source)
-                example = torch.as_tensor(job.example)
-                export_onnx(
-                    model,
-                    fp32,
-                    example_input=example,
-                    check_inputs=job.check,
-                    tolerance=job.tolerance,
-                )
-            else:
-                fp32 = next(iter(sorted(source.glob("*.onnx"))))
-            method = (
-                {"method": job.quantize["calibration_method"]}
-                if ("calibration_method" in job.quantize)
-                else {}
-            )
-            quantize_static_int8(
-                fp32,
-                path,
-                calibration=job.calibration,
-                per_channel=bool(job.quantize["per_channel"]),
-                **method,
-            )
-        target = OnnxTarget(path)
-    else:
-        raise PrivcompError(f"mirror: unknown compression step '{job.step}'")
-    return variant_logits(target, query_variants(job.x, job.augment))
-
-
-def mirrored_set(
-    ctx: RunContext, steps: tuple[str, ...], base: ReferenceSet, candidates: Candidates
-) -> ReferenceSet:
-    """The references passed through `steps` (cached per prefix, built from the previous one)."""
-    root = ctx.run_dir / REFERENCE_DIR
-    augment = ctx.config.evaluate.augment
-    directory = root / ("mirror-" + "+".join(steps))
-    record = {
-        "steps": list(steps),
-        "prune": ctx.config.prune.to_table(),
-        "quantize": ctx.config.quantize.to_table(),
-        "base": _read_recipe(root),
-    }
-    x = candidates.pool.x
-    if _cached(directory, record):
-        _ensure_logits(directory, augment, x)
-        return ReferenceSet.load(directory, augment=augment)
-    if len(steps) > 1:
-        mirrored_set(ctx, steps[:-1], base, candidates)  # make sure the previous prefix exists
-        source = root / ("mirror-" + "+".join(steps[:-1]))
-    else:
-        source = root
-    if directory.exists():
-        shutil.rmtree(directory)
-    public_x = ctx.split("public")[0]
-    calibration, calibration_labels = ctx.sample("public", ctx.config.quantize.calibration_samples)
-    jobs = [
-        MirrorJob(
-            source=str(source / ref_name(i)),
-            out_dir=str(directory / ref_name(i)),
-            step=steps[-1],
-            prune=ctx.config.prune.to_table(),
-            quantize=ctx.config.quantize.to_table(),
-            example=public_x[:2],
-            check=ctx.split("test")[0][:256],
-            calibration=calibration,
-            calibration_labels=calibration_labels,
-            x=x,
-            augment=augment,
-            tolerance=ctx.config.export.tolerance,
-        )
-        for i in range(base.k)
-    ]
-    with ctx.reporter.task(f"mirror references: {'+'.join(steps)}") as progress:
-        logits = _executor(ctx).map(mirror_reference, jobs, progress=progress)
-    refs = ReferenceSet(base.membership, np.stack(logits), augment=augment, seed=base.seed)
-    refs.save(directory, pool=candidates.indices)
-    write_json(directory / RECIPE, record)
-    return refs
+    steps = mirror_steps(ctx)
+    if not steps:
+        return refs
+    executor = _executor(ctx)
+    return mirrored_set(ctx, steps, refs, pool=candidates.indices, x=x, executor=executor)

@@ -230,3 +230,4 @@ def _advance(ctx: RunContext, stage: Stage, result: StageResult, earlier: list[S
         ctx.latest = list(result.outputs)[-1]
     ctx.guarantee = ctx.ledger.record(stage.name, result.spend, earlier=earlier)
     ctx.history.append(stage.name)
+    ctx.stage_metrics.append(result.metrics)

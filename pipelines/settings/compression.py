@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from compress.int8 import CALIBRATION_METHODS
 from compress.prune import IMPORTANCES
-from compress.quantize import CALIBRATION_METHODS, MODES
+from compress.quantize import MODES
 from models.zoo import MODELS
 from pipelines.errors import PrivcompError
 from pipelines.settings.base import Section, derived, one_of, require, setting

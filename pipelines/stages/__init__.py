@@ -13,7 +13,19 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
 
 
 # Importing the modules registers their stages, in the order `pipeline stages` lists them.
-from pipelines.stages import training  # noqa: E402, I001  (training first)
-from pipelines.stages import compression, distill, evaluate  # noqa: E402
+# isort: off
+from pipelines.stages import training  # noqa: E402
+from pipelines.stages import prune, export, quantize  # noqa: E402
+from pipelines.stages import distill, evaluate  # noqa: E402
+# isort: on
 
-__all__ = ["STAGES", "compression", "distill", "evaluate", "register_stage", "training"]
+__all__ = [
+    "STAGES",
+    "distill",
+    "evaluate",
+    "export",
+    "prune",
+    "quantize",
+    "register_stage",
+    "training",
+]

@@ -11,10 +11,19 @@ import torch
 from compress_testing import DIGITS_SHAPE, MNIST_SHAPE, make_model, random_images, torch_logits
 from torch import nn
 
-from compress.export import ExportResult, export_onnx
+from compress.export import (
+    ONNX_FILE,
+    ExportData,
+    ExportResult,
+    ExportSettings,
+    export,
+    export_onnx,
+    write_metadata,
+)
 from compress.prune import prune_model
 from models.errors import ModelFileError
-from models.onnx_io import load_session, run_session
+from models.io import save_model
+from models.onnx_io import load_session, read_metadata, run_session
 
 METADATA = {"epsilon": "3.0", "delta": "1e-05", "stages": "train-ladp,prune"}
 
@@ -173,3 +182,37 @@ def test_inspect_of_a_corrupt_onnx_file_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_USER_ERROR, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: invalid ONNX model"), lines
+
+
+def test_export_transform_reads_a_model_folder_and_records_its_check(tmp_path: Path) -> None:
+    model, arch = make_model("cnn", DIGITS_SHAPE)
+    save_model(model, tmp_path / "model", arch=arch)
+    x = random_images(8, DIGITS_SHAPE)
+    settings = ExportSettings(tolerance=1e-3)
+    artifact = export(
+        tmp_path / "model",
+        tmp_path / "out",
+        settings=settings,
+        data=ExportData(example=x[:2], check=x),
+        metadata_from_outputs=lambda logits: {"rows": str(len(logits))},
+    )
+    assert artifact.path == tmp_path / "out" / ONNX_FILE
+    assert_matches_torch(run_session(load_session(artifact.path), x), torch_logits(model, x))
+    assert read_metadata(artifact.path)["rows"] == "8"  # computed on data.check
+    record = artifact.record()
+    assert record["settings"] == {"tolerance": 1e-3}
+    assert 0 <= record["max_abs_diff"] <= 1e-3 * record["logit_scale"]
+
+
+def test_write_metadata_adds_to_what_the_file_carries(tmp_path: Path) -> None:
+    model, _ = make_model("mlp", DIGITS_SHAPE)
+    x = random_images(4, DIGITS_SHAPE)
+    path = export_onnx(
+        model,
+        tmp_path / "m.onnx",
+        example_input=torch.from_numpy(x[:2]),
+        check_inputs=x,
+        metadata={"kept": "1", "changed": "old"},
+    ).path
+    write_metadata(path, {"changed": "new", "added": "2"})
+    assert read_metadata(path) == {"kept": "1", "changed": "new", "added": "2"}

@@ -9,9 +9,9 @@ from compress_testing import DIGITS_SHAPE, make_model, random_images
 from torch import nn
 
 from compress.export import export_onnx
+from compress.int8 import quantize_dynamic_int8, quantize_weights_int8
 from compress.macs import onnx_macs, torch_macs
 from compress.prune import prune_model
-from compress.quantize import quantize_dynamic_int8, quantize_weights_int8
 
 
 def test_hand_count_of_conv_and_linear() -> None:

@@ -1,7 +1,9 @@
-"""Static int8 quantization: a third of the size or less, predictions kept, public calibration."""
+"""int8 quantization: a third of the size or less, predictions kept, public calibration; auto keeps
+the fastest accurate mode and records it."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,14 +15,14 @@ from compress_testing import DIGITS_SHAPE, MNIST_SHAPE, make_model, random_image
 from onnx import numpy_helper
 
 from compress.export import export_onnx
-from compress.prune import prune_model
-from compress.quantize import (
+from compress.int8 import (
     CANDIDATES,
     quantize_dynamic_int8,
-    quantize_int8,
     quantize_static_int8,
     quantize_weights_int8,
 )
+from compress.prune import prune_model
+from compress.quantize import INT8_FILE, QuantizeData, QuantizeSettings, quantize
 from models.errors import ModelFileError
 from models.io import model_bytes, save_model
 from models.onnx_io import check_onnx, load_session, run_session
@@ -196,13 +198,11 @@ def test_auto_times_every_candidate_and_keeps_the_fastest(
 ) -> None:
     x = mnist_cnn.calibration
     labels = run_session(load_session(mnist_cnn.fp32), x).argmax(1)  # fp32 is 100% on these
-    result = quantize_int8(
+    result = quantize(
         mnist_cnn.fp32,
-        tmp_path / "auto.onnx",
-        mode="auto",
-        calibration=x,
-        timing_data=(x, labels),
-        repeats=3,
+        tmp_path,
+        settings=QuantizeSettings(mode="auto", repeats=3),
+        data=QuantizeData(calibration=x, timing=(x, labels)),
     )
     assert set(result.timings_ms) == {"fp32", *CANDIDATES}
     assert all(set(t) == {"1", "64"} for t in result.timings_ms.values())
@@ -210,8 +210,13 @@ def test_auto_times_every_candidate_and_keeps_the_fastest(
     assert result.mode in kept
     geo = {c: np.sqrt(result.timings_ms[c]["1"] * result.timings_ms[c]["64"]) for c in kept}
     assert geo[result.mode] == min(geo.values())
+    assert result.path == tmp_path / INT8_FILE
     assert result.path.stat().st_size <= mnist_cnn.fp32.stat().st_size / 3
-    assert [p.name for p in tmp_path.iterdir()] == ["auto.onnx"]  # candidates cleaned up
+    assert [p.name for p in tmp_path.iterdir()] == [INT8_FILE]  # candidates cleaned up
+    # The record says what auto kept, beside what was asked (the mirror replays the former).
+    record = json.loads(json.dumps(result.record()))
+    assert record["mode"] == result.mode and record["settings"]["mode"] == "auto"
+    assert record["timings_ms"] == result.timings_ms and record["rejected"] == result.rejected
 
 
 def test_auto_never_picks_a_candidate_that_loses_accuracy(
@@ -219,15 +224,30 @@ def test_auto_never_picks_a_candidate_that_loses_accuracy(
 ) -> None:
     d = digits_cnn
     # Calibrated on a range 1000x too narrow, static int8 saturates and loses its predictions.
-    result = quantize_int8(
+    result = quantize(
         d.fp32,
-        tmp_path / "auto.onnx",
-        calibration=d.x * 1e-3,
-        timing_data=(d.x, d.y),
-        max_accuracy_drop=0.05,
-        repeats=1,
+        tmp_path,
+        settings=QuantizeSettings(max_accuracy_drop=0.05, repeats=1),
+        data=QuantizeData(calibration=d.x * 1e-3, timing=(d.x, d.y)),
     )
     assert "static" in result.rejected and result.mode != "static"
+
+
+@pytest.mark.parametrize("mode", CANDIDATES)
+def test_a_fixed_mode_builds_that_mode_without_timing(
+    mnist_cnn: MnistCnn, tmp_path: Path, mode: str
+) -> None:
+    settings = QuantizeSettings(mode=mode, per_channel=False)
+    result = quantize(
+        mnist_cnn.fp32,
+        tmp_path,
+        settings=settings,
+        data=QuantizeData(calibration=mnist_cnn.calibration),
+    )
+    assert result.mode == mode and result.timings_ms == {} and result.settings == settings
+    ops = {n.op_type for n in onnx.load(str(result.path)).graph.node}
+    assert ("QuantizeLinear" in ops) == (mode == "static")
+    assert ("DynamicQuantizeLinear" in ops) == (mode == "dynamic")
 
 
 def test_calibration_method_is_selectable(
@@ -243,7 +263,11 @@ def test_calibration_method_is_selectable(
 
 def test_unknown_mode_and_method_are_rejected(mnist_cnn: MnistCnn, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mode"):
-        quantize_int8(mnist_cnn.fp32, tmp_path / "q.onnx", mode="int4")
+        quantize(
+            mnist_cnn.fp32, tmp_path, settings=QuantizeSettings(mode="int4"), data=QuantizeData()
+        )
+    with pytest.raises(ValueError, match="timing data"):
+        quantize(mnist_cnn.fp32, tmp_path, settings=QuantizeSettings(), data=QuantizeData())
     with pytest.raises(ValueError, match="calibration method"):
         quantize_static_int8(
             mnist_cnn.fp32, tmp_path / "q.onnx", calibration=mnist_cnn.calibration, method="x"

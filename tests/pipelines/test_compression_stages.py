@@ -1,5 +1,6 @@
-"""Compression stages through the runner (tiny data): ε per stage, ONNX metadata, `inspect`,
-private calibration, PATE, and fine-tuning variants run stage by stage on the same artifacts."""
+"""Compression stages through the runner (tiny data): ε per stage, ONNX metadata, `inspect`, the
+records of what each transform chose, private calibration, PATE, and fine-tuning variants run
+stage by stage on the same artifacts."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from models.io import load_model
+from compress.prune import replay_history
+from models.io import load_model, read_arch
 from models.onnx_io import read_metadata
 from models.zoo import count_params
 from pipelines.artifacts import MODEL, ONNX_MODEL, artifact_hash
@@ -26,11 +29,11 @@ from pipelines.context import RunContext
 from pipelines.data import load_dataset, make_splits
 from pipelines.errors import PrivcompError
 from pipelines.ledger import Ledger, ledger_for
+from pipelines.onnx_metadata import onnx_metadata
 from pipelines.progress import Reporter
 from pipelines.runner import plan, run_pipeline
 from pipelines.stage import Stage, StageResult
 from pipelines.stages import STAGES
-from pipelines.stages.compression import onnx_metadata
 from tests.conftest import TINY
 
 STAGES_RUN = ["train-ladp", "prune", "export", "distill", "quantize"]
@@ -149,6 +152,39 @@ def test_quantize_picks_a_measured_mode_and_stamps_its_own_accuracy(run: Run) ->
     assert meta["privcomp.test_accuracy"] == run.stages["quantize"]["utility"]["test_accuracy"]
     assert meta["privcomp.epsilon"] == run.stages["quantize"]["privacy"]["epsilon"]
     assert meta["privcomp.stages"] == [*STAGES_RUN]
+
+
+def test_each_compression_stage_records_what_it_chose(run: Run) -> None:
+    records = {}
+    for position, name in [(2, "prune"), (3, "export"), (5, "quantize")]:
+        folder = run.run_dir / f"{position:02d}-{name}"
+        records[name] = json.loads((folder / "compression.json").read_text())
+        assert records[name] == result_json(run, position, name)["metrics"]["compression"]
+    pruned = records["prune"]["prune"]
+    assert pruned["settings"] == {
+        "ratio": 0.5,
+        "importance": "l2",
+        "global_pruning": False,
+        "iterative_steps": 1,
+    }
+    assert pruned["data"] == {"importance_samples": None} and pruned["finetune"] == "ladp"
+    assert pruned["structure"] == read_arch(run.run_dir / "02-prune")["structure"]
+    # The history is exact: replayed on the trained model it gives the pruned widths (the DP
+    # fine-tune changed the weights after, not which channels went).
+    model, _ = load_model(run.run_dir / "01-train-ladp")
+    example = torch.zeros(2, *load_dataset("digits").in_shape)
+    replay_history(model, example, pruned["history"])
+    target, _ = load_model(run.run_dir / "02-prune")
+    shapes = {k: v.shape for k, v in target.state_dict().items()}
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
+    assert set(records["export"]) == {"export"}
+    assert records["export"]["export"]["settings"] == {"tolerance": 1e-4}
+    # quantize's input is distill's torch model: it exported first, and records both.
+    quantized = records["quantize"]["quantize"]
+    assert set(records["quantize"]) == {"export", "quantize"}
+    assert quantized["settings"]["mode"] == "auto"
+    assert quantized["mode"] == result_json(run, 5, "quantize")["metrics"]["mode"]
+    assert quantized["data"] == {"calibration": "public", "calibration_samples": 32}
 
 
 def test_inspect_prints_the_metadata(run: Run) -> None:

@@ -1,5 +1,5 @@
-"""Evaluation inside a run: the candidate pool, reference models trained once and reused, mirroring
-the target's compression, the executors, and what measure_artifact returns."""
+"""Evaluation inside a run: the candidate pool, reference models trained once and reused, the
+executors, and what measure_artifact returns (the mirror: test_mirror.py)."""
 
 from __future__ import annotations
 
@@ -137,28 +137,6 @@ def test_measure_artifact_reports_every_attack_and_roc_curves(tmp_path: Path) ->
     assert set(result["attacks"]["shadow"]["report"]) >= {"macro_f1", "weighted_recall"}
     plain = measure_artifact(ctx, "model", tmp_path / "01-train", with_attacks=False)
     assert plain["attacks"] == {} and "roc" not in plain
-
-
-def test_mirror_passes_the_references_through_prune_and_quantize(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, "evaluate.mirror=true")
-    base = reference_set(ctx)  # history ["train"]: nothing to mirror
-    ctx.history = ["train", "prune", "quantize"]
-    quantized = reference_set(ctx)
-    root = tmp_path / "references"
-    assert (root / "mirror-prune" / "ref-01" / "model.safetensors").is_file()
-    assert (root / "mirror-prune+quantize" / "ref-01" / "model.int8.onnx").is_file()
-    np.testing.assert_array_equal(quantized.membership, base.membership)
-    assert quantized.logits.shape == base.logits.shape
-    assert not np.allclose(quantized.logits, base.logits)
-    # Quantization changes the pruned references' outputs a little, not their decisions.
-    pruned = np.load(root / "mirror-prune" / "logits-none.npy")
-    assert (pruned.argmax(-1) == quantized.logits.argmax(-1)).mean() > 0.9
-    # The pruned prefix is cached and reused by a stage that only pruned.
-    stamp = (root / "mirror-prune" / "ref-00" / "model.safetensors").stat().st_mtime_ns
-    ctx.history = ["train", "prune"]
-    again = reference_set(ctx)
-    assert (root / "mirror-prune" / "ref-00" / "model.safetensors").stat().st_mtime_ns == stamp
-    np.testing.assert_array_equal(again.logits, pruned)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,82 @@
+"""What a shipped ONNX file says about itself: ε, noise mode, accuracy, stage history, version,
+and (only on request, labelled as the audit's) the strongest attack measured on its source."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pipelines.artifacts import artifact_hash
+from pipelines.context import RunContext
+from pipelines.ledger import Guarantee
+from privacy.randomness import noise_description
+
+ATTACK_METADATA_NOTE = (
+    "audit statistics of the training data (members vs non-members), not covered by ε"
+)
+
+
+def _version() -> str:
+    try:
+        return version("privcomp")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "unknown"
+
+
+def strongest_attack(ctx: RunContext, name: str, path: Path) -> dict[str, Any] | None:
+    """The strongest attack the auditor measured on exactly this artifact (same hash), if any."""
+    measured = ctx.measurements.get(artifact_hash(name, path))
+    strongest = measured.strongest_attack() if measured else None
+    if strongest is None:
+        return None
+    inside = path.is_relative_to(ctx.run_dir)
+    return {**strongest, "measured_on": str(path.relative_to(ctx.run_dir) if inside else path)}
+
+
+def onnx_metadata(
+    ctx: RunContext,
+    *,
+    stage: str,
+    guarantee: Guarantee | None,
+    test_accuracy: float,
+    attack: dict[str, Any] | None,
+    attack_metadata: bool,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """Properties carried inside the ONNX file, so a deployed model says what it promises.
+
+    Every value is JSON (null for unknown or not private). Nothing here is computed from the
+    members except through a DP mechanism ε covers (the weights' guarantee itself; test accuracy
+    reads the test split), unless the user turns on `export.attack_metadata`: the auditor's
+    attack numbers are statistics of the members that ε does not cover, and then the file says
+    so under privcomp.attack.note.
+    """
+    eps = guarantee.epsilon if guarantee else None
+    mode = ctx.noise_mode
+    meta: dict[str, Any] = {
+        "privcomp.version": _version(),
+        "privcomp.dataset": ctx.dataset.name,
+        "privcomp.epsilon": eps,
+        "privcomp.delta": guarantee.delta if guarantee and eps is not None else None,
+        "privcomp.accountant": guarantee.accountant if guarantee and eps is not None else None,
+        "privcomp.noise": mode,
+        "privcomp.noise_note": noise_description(mode),
+        "privcomp.stages": [*ctx.history, stage],
+        "privcomp.test_accuracy": test_accuracy,
+    }
+    if attack_metadata:
+        attack = attack or {}
+        meta.update(
+            {
+                "privcomp.attack.note": ATTACK_METADATA_NOTE,
+                "privcomp.attack.auc": attack.get("auc"),
+                "privcomp.attack.auc_attack": attack.get("auc_attack"),
+                "privcomp.attack.tpr_at_0_1pct_fpr": attack.get("tpr_at_0_1pct_fpr"),
+                "privcomp.attack.tpr_attack": attack.get("tpr_attack"),
+                "privcomp.attack.measured_on": attack.get("measured_on"),
+            }
+        )
+    meta.update(extra or {})
+    return {k: json.dumps(v) for k, v in meta.items()}

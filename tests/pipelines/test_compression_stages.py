@@ -28,7 +28,8 @@ from pipelines.config import Config, load_config
 from pipelines.context import RunContext
 from pipelines.data import load_dataset, make_splits
 from pipelines.errors import PrivcompError
-from pipelines.ledger import Ledger, ledger_for
+from pipelines.ledger import Budget, Ledger, replay_run
+from pipelines.measurements import Measurement
 from pipelines.onnx_metadata import onnx_metadata
 from pipelines.progress import Reporter
 from pipelines.runner import plan, run_pipeline
@@ -215,15 +216,20 @@ def stage_context(run: Run, tmp_path: Path, upto: int, *overrides: str) -> RunCo
     ctx.history = STAGES_RUN[:upto]
     ctx.artifacts = {MODEL: tmp_path / f"{upto:02d}-{STAGES_RUN[upto - 1]}"}
     ctx.latest = MODEL
-    ctx.guarantee = ledger_for(ctx).current
+    ctx.ledger = replay_run(tmp_path, ctx.history, budget=Budget.from_settings(config.budget))
+    ctx.guarantee = ctx.ledger.current
+    ctx.position = upto + 1
     ctx.stage_dir = tmp_path / f"{upto + 1:02d}-next"
     ctx.stage_dir.mkdir()
     return ctx
 
 
 def run_stage(name: str, ctx: RunContext) -> tuple[Stage, StageResult]:
-    stage = STAGES[name](ctx.config[name])
+    """As the runner does: check, plan, admit, run."""
+    stage = STAGES[name](ctx.config.section(name))
     stage.check(ctx)
+    ctx.planned = stage.planned_spend(ctx)
+    ctx.ledger.admit(name, ctx.planned)
     return stage, stage.run(ctx)
 
 
@@ -233,7 +239,7 @@ def test_private_calibration_is_refused_unless_allowed_and_then_not_private(
     members = 'quantize.calibration="members"'
     ctx = stage_context(run, tmp_path, 2, members)
     with pytest.raises(PrivcompError, match="allow_private_calibration"):
-        STAGES["quantize"](ctx.config["quantize"]).check(ctx)
+        STAGES["quantize"](ctx.config.quantize).check(ctx)
     assert list(ctx.stage_dir.iterdir()) == []
     ctx = stage_context(
         run, tmp_path / "allowed", 2, members, "quantize.allow_private_calibration=true"
@@ -242,7 +248,7 @@ def test_private_calibration_is_refused_unless_allowed_and_then_not_private(
     ctx.reporter = Reporter(Console(file=out, width=200))
     _, result = run_stage("quantize", ctx)
     assert result.spend.kind == "none"
-    ledger = ledger_for(ctx)
+    ledger = ctx.ledger
     ledger.warn = ctx.reporter.info  # as the runner's ledger does
     after = ledger.record("quantize", result.spend)
     assert after.epsilon is None and ledger.total().epsilon is None
@@ -273,7 +279,8 @@ def test_export_puts_the_strongest_measured_attack_in_the_metadata(
         "loss": {"auc": 0.61, "tpr_at_0_1pct_fpr": 0.004},
         "lira": {"auc": 0.58, "tpr_at_0_1pct_fpr": 0.012},
     }
-    ctx.measurements[f"{artifact_hash(MODEL, model_dir)}:attacked"] = {"attacks": attacks}
+    digest = artifact_hash(MODEL, model_dir)
+    ctx.measurements.put(Measurement(digest, utility={}, size={}, attacks=attacks))
     _, result = run_stage("export", ctx)
     meta = metadata(result.outputs[ONNX_MODEL])
     assert (meta["privcomp.attack.auc"], meta["privcomp.attack.auc_attack"]) == (0.61, "loss")
@@ -285,7 +292,12 @@ def test_export_puts_the_strongest_measured_attack_in_the_metadata(
     assert any("not covered by ε" in line for line in shown)
     ctx.config = load_config(None, SETTINGS)  # the default: attack_metadata = false
     off = onnx_metadata(
-        ctx, stage="export", guarantee=ctx.guarantee, test_accuracy=0.5, attack={"auc": 0.6}
+        ctx,
+        stage="export",
+        guarantee=ctx.guarantee,
+        test_accuracy=0.5,
+        attack={"auc": 0.6},
+        attack_metadata=ctx.config.export.attack_metadata,
     )
     assert not any(k.startswith("privcomp.attack") for k in off)
     assert json.loads(off["privcomp.test_accuracy"]) == 0.5
@@ -307,10 +319,10 @@ def test_pate_distillation_is_its_own_lineage_composed_in_the_total(
     )
     _, result = run_stage("distill", ctx)
     spend = result.spend
-    assert spend.kind == "dp" and spend.details["lineage"] == "new"
+    assert spend.kind == "dp" and spend.lineage == "new"
     assert spend.details["steps"] == 40 and spend.details["accountant"] == "rdp"
     assert spend.details["noise"] == "secure"  # GNMax noise from OS entropy by default
-    ledger = ledger_for(ctx)
+    ledger = ctx.ledger
     before = ledger.total().epsilon
     student = ledger.record("distill", spend)
     assert student.epsilon == pytest.approx(spend.epsilon)  # PATE's own bound

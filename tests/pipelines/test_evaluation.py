@@ -21,20 +21,21 @@ from models.errors import UserError
 from models.io import save_model
 from models.training import ProgressFn, fit
 from models.zoo import seeded_model
-from pipelines.config import load_config
+from pipelines.config import Config, load_config
 from pipelines.context import RunContext
 from pipelines.data import load_dataset, make_splits
 from pipelines.errors import PrivcompError
 from pipelines.evaluation import (
     candidate_pool,
-    check_evaluate_config,
-    measure_artifact,
+    measure,
     reference_set,
     train_recipe,
 )
 from pipelines.executors import LocalExecutor, SerialExecutor, make_executor
 from pipelines.ledger import Ledger
+from pipelines.measurements import MeasurementStore
 from pipelines.progress import Reporter
+from pipelines.settings.run import ModelSettings
 from pipelines.stages import STAGES
 from tests.conftest import TINY
 
@@ -67,7 +68,8 @@ def _recording(steps: list[tuple[int, int]]) -> Any:
 
 def make_ctx(run_dir: Path, *overrides: str) -> RunContext:
     config = load_config(None, [*TINY, *FAST, *overrides])
-    config["model"] = {"hidden": 32}  # the mlp (TINY's widths are the cnn's)
+    # the mlp (TINY's widths are the cnn's)
+    config = Config({**config.sections, "model": ModelSettings(values={"hidden": 32})})
     dataset = load_dataset("digits")
     splits = make_splits(len(dataset.y), seed=0, fractions=config.data.fractions())
     reporter = Reporter(Console(file=io.StringIO()))
@@ -98,7 +100,7 @@ def test_references_are_trained_once_and_reused(tmp_path: Path) -> None:
     timing = json.loads((tmp_path / "references" / "timing.json").read_text())
     assert len(timing["train_seconds"]) == 2
     # A changed recipe retrains.
-    ctx.config["evaluate"]["shadow_epochs"] = 3
+    ctx.config = ctx.config.with_values("evaluate", shadow_epochs=3)
     reference_set(ctx)
     assert weights_mtime(ctx) != stamp
     recipe = json.loads((tmp_path / "references" / "recipe.json").read_text())
@@ -125,9 +127,9 @@ def test_measure_artifact_reports_every_attack_and_roc_curves(tmp_path: Path) ->
     kwargs = {**arch["kwargs"], "in_shape": tuple(arch["kwargs"]["in_shape"])}
     model = fit(seeded_model("mlp", seed=0, **kwargs), x, y, epochs=3)
     save_model(model, tmp_path / "01-train", arch=arch)
-    result = measure_artifact(ctx, "model", tmp_path / "01-train", with_attacks=True)
+    names = list(ctx.config.evaluate.attacks)
+    result = measure(ctx, "model", tmp_path / "01-train", attacks=names).to_json()
     json.dumps(result, allow_nan=False)
-    names = ctx.config["evaluate"]["attacks"]
     assert list(result["attacks"]) == names and list(result["roc"]) == names
     for name in names:
         assert set(result["attacks"][name]) >= ATTACK_KEYS, name
@@ -135,8 +137,12 @@ def test_measure_artifact_reports_every_attack_and_roc_curves(tmp_path: Path) ->
         roc = result["roc"][name]
         assert roc["fpr"][0] == 0.0 and roc["fpr"][-1] == 1.0 and len(roc["tpr"]) == len(roc["fpr"])
     assert set(result["attacks"]["shadow"]["report"]) >= {"macro_f1", "weighted_recall"}
-    plain = measure_artifact(ctx, "model", tmp_path / "01-train", with_attacks=False)
-    assert plain["attacks"] == {} and "roc" not in plain
+    ctx.measurements = MeasurementStore()
+    plain = measure(ctx, "model", tmp_path / "01-train", attacks=[])
+    assert plain.attacks == {} and plain.roc == {}
+    assert plain.utility == result["utility"] and plain.size == result["size"]
+    again = measure(ctx, "model", tmp_path / "01-train", attacks=["loss"])
+    assert again.attacks["loss"] == result["attacks"]["loss"]  # each attack on its own
 
 
 @pytest.mark.parametrize(
@@ -153,7 +159,7 @@ def test_reference_recipe_target_follows_the_training_stage(
     """References trained like the target: its engine, settings, the candidate a search chose
     and the noise multiplier it trained with (from the ledger)."""
     ctx = make_ctx(tmp_path, 'evaluate.reference_recipe="target"', *extra)
-    planned = STAGES[stage](ctx.config[stage]).planned_spend(ctx, Ledger())
+    planned = STAGES[stage](ctx.config.section(stage)).planned_spend(ctx)
     chosen = {"lr": 0.2} if extra else {}
     details = {**planned.details, "chosen": chosen} if extra else planned.details
     ctx.ledger = Ledger()
@@ -163,15 +169,15 @@ def test_reference_recipe_target_follows_the_training_stage(
     assert described == f"target ({stage})" and recipe.dp is not None
     assert recipe.engine == engine
     assert recipe.dp["noise_multiplier"] == planned.details["noise_multiplier"]
-    assert recipe.dp["lr"] == (0.2 if extra else ctx.config[stage]["lr"])
+    assert recipe.dp["lr"] == (0.2 if extra else ctx.config.section(stage).lr)
     assert recipe.dp["allocation" if stage == "train-ladp" else "epsilon"] is not None
     ctx.history = ["train"]
     recipe, _ = train_recipe(ctx)
     assert recipe == TrainRecipe(epochs=3, batch_size=64, lr=1e-3)  # TINY's [train]
-    ctx.config["evaluate"]["reference_recipe"] = "train"
+    ctx.config = ctx.config.with_values("evaluate", reference_recipe="train")
     assert train_recipe(ctx)[0].epochs == 2  # evaluate.shadow_epochs
     # "auto" (the default): like the target when it is DP-trained, Adam otherwise.
-    ctx.config["evaluate"]["reference_recipe"] = "auto"
+    ctx.config = ctx.config.with_values("evaluate", reference_recipe="auto")
     assert train_recipe(ctx) == (TrainRecipe(epochs=2, batch_size=64, lr=1e-3), "train")
     ctx.history = [stage]
     assert train_recipe(ctx)[1] == f"target ({stage})"
@@ -189,9 +195,8 @@ def test_reference_recipe_target_follows_the_training_stage(
     ],
 )
 def test_bad_evaluate_settings_are_one_line_errors(override: str, message: str) -> None:
-    config = load_config(None, [*TINY, override])
     with pytest.raises(UserError, match=message):  # an AttackError for the attack names
-        check_evaluate_config(config["evaluate"])
+        load_config(None, [*TINY, override])
 
 
 def test_executors_map_in_order_and_raise_job_errors() -> None:

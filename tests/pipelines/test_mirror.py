@@ -23,6 +23,7 @@ from pipelines.evaluation import reference_set
 from pipelines.mirror import mirror_steps
 from pipelines.progress import Reporter
 from pipelines.runner import build_context, run_pipeline
+from pipelines.settings.run import ModelSettings
 from tests.conftest import TINY
 
 STAGES_RUN = ["train", "prune", "quantize"]
@@ -47,7 +48,8 @@ class Run:
 
 def tiny_config(*overrides: str) -> Config:
     config = load_config(None, [*SETTINGS, *overrides])
-    config["model"] = {"hidden": 32}  # the mlp (TINY's widths are the cnn's)
+    # the mlp (TINY's widths are the cnn's)
+    config = Config({**config.sections, "model": ModelSettings(values={"hidden": 32})})
     return config
 
 

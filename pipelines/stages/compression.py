@@ -29,13 +29,13 @@ from pipelines.ledger import (
     GaussianSteps,
     Guarantee,
     Ledger,
-    calibrate_continuation,
     compose,
     ledger_for,
 )
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
 from pipelines.stages.training import ladp_config
+from privacy.calibration import calibrate_noise_multiplier
 from privacy.ladp import LADPConfig, sampling_plan, train_ladp
 from privacy.randomness import noise_description
 
@@ -131,13 +131,13 @@ class Prune(Stage):
         q, per_call, calls = self._finetune_shape(ctx)
         target = float(self.config["finetune_epsilon"])
         try:
-            sigma = calibrate_continuation(
-                history,
-                sample_rate=q,
-                steps=per_call * calls,
+            sigma = calibrate_noise_multiplier(
                 target_epsilon=target,
                 delta=delta,
+                sample_rate=q,
+                steps=per_call * calls,
                 accountant=accountant,
+                history=history,
             )
         except ValueError as exc:
             raise PrivcompError(

@@ -34,7 +34,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compress.export import save_onnx, set_metadata, staged_file
-from compress.onnx_io import check_onnx
+from models.onnx_io import check_onnx
 
 CALIBRATION_BATCH = 64
 CANDIDATES = ("static", "dynamic", "weights-only")

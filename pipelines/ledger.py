@@ -30,56 +30,20 @@ Accounting model (DESIGN §4, §5):
 from __future__ import annotations
 
 import copy
-import functools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipelines.errors import PrivcompError
 from pipelines.rundir import read_json, stage_dir_name
 from pipelines.settings.run import BudgetSettings
-from pipelines.spend import DEFAULT_DATASET, Guarantee, Spend
-from privacy.accounting import (
-    ACCOUNTANTS,
-    CALIBRATION_RTOL,
-    MAX_NOISE_MULTIPLIER,
-    format_epsilon,
-    history_epsilon,
-)
-from privacy.hyperparameters import gaussian_rdp, rdp_epsilon
+from pipelines.spend import DEFAULT_DATASET, Spend
+from privacy.accounting import format_epsilon
 
-
-@dataclass(frozen=True)
-class GaussianSteps:
-    """`steps` Poisson-subsampled Gaussian mechanisms with noise multiplier σ and rate q."""
-
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-
-
-@dataclass(frozen=True)
-class RDPCurve:
-    """A mechanism known by its Rényi-DP curve (the private hyper-parameter search, whose bound
-    is an RDP bound): a history holding one is composed in RDP."""
-
-    orders: tuple[float, ...]
-    rdp: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class Opaque:
-    """A DP mechanism known only by its (ε, δ): composed with basic composition."""
-
-    epsilon: float
-    delta: float
-
-
-Mechanism = GaussianSteps | RDPCurve | Opaque
+# The composition maths lives in privacy.composition; importers of these names from the ledger
+# keep working.
+from privacy.composition import GaussianSteps, Guarantee, Mechanism, Opaque, RDPCurve, compose
 
 
 def mechanism_of(spend: Spend) -> Mechanism:
@@ -93,179 +57,6 @@ def mechanism_of(spend: Spend) -> Mechanism:
     if spend.epsilon is None or spend.delta is None:
         raise ValueError("a 'dp' spend needs (noise_multiplier, sample_rate, steps) or (ε, δ)")
     return Opaque(float(spend.epsilon), float(spend.delta))
-
-
-def _gaussian_epsilon(history: Sequence[GaussianSteps], *, delta: float, accountant: str) -> float:
-    entries = [(m.noise_multiplier, m.sample_rate, m.steps) for m in history if m.steps > 0]
-    if not entries:
-        return 0.0
-    if any(sigma <= 0 for sigma, _, _ in entries):
-        return math.inf
-    return history_epsilon(entries, delta=delta, accountant=accountant)
-
-
-def _rdp_epsilon(
-    history: Sequence[GaussianSteps], curves: Sequence[RDPCurve], *, delta: float
-) -> float:
-    """ε of Gaussian entries and RDP curves composed in RDP (curves add order by order)."""
-    orders = curves[0].orders
-    if any(c.orders != orders for c in curves):
-        raise ValueError("RDP curves on different orders cannot be composed")
-    total = np.sum([np.asarray(c.rdp, dtype=float) for c in curves], axis=0)
-    for m in history:
-        if m.steps > 0:
-            if m.noise_multiplier <= 0:
-                return math.inf
-            total = total + gaussian_rdp(
-                noise_multiplier=m.noise_multiplier,
-                sample_rate=m.sample_rate,
-                steps=m.steps,
-                orders=orders,
-            )
-    return rdp_epsilon(total, delta=delta, orders=orders)
-
-
-def compose(history: Sequence[Mechanism], *, delta: float, accountant: str = "prv") -> Guarantee:
-    """(ε, δ) of running every mechanism in history (adaptively) on the same data set.
-
-    Gaussian entries are composed by `accountant` at `delta`, or, when the history holds an RDP
-    curve, in RDP together with it (then the guarantee's accountant is "rdp"); opaque entries
-    are added to the result (basic composition), their δ's too.
-    """
-    if accountant not in ACCOUNTANTS:
-        raise ValueError(f"unknown accountant '{accountant}' (known: {', '.join(ACCOUNTANTS)})")
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
-    return _compose(tuple(history), delta, accountant)
-
-
-@functools.lru_cache(maxsize=256)
-def _compose(history: tuple[Mechanism, ...], delta: float, accountant: str) -> Guarantee:
-    """compose() memoised: a run's ledger asks for the same history after every stage, and a PRV
-    evaluation takes about a second."""
-    gaussian = [m for m in history if isinstance(m, GaussianSteps)]
-    curves = [m for m in history if isinstance(m, RDPCurve)]
-    opaque = [m for m in history if isinstance(m, Opaque)]
-    if curves:
-        eps, accountant = _rdp_epsilon(gaussian, curves, delta=delta), "rdp"
-    else:
-        eps = _gaussian_epsilon(gaussian, delta=delta, accountant=accountant)
-    eps += math.fsum(m.epsilon for m in opaque)
-    total_delta = delta + math.fsum(m.delta for m in opaque)
-    return Guarantee(None if math.isinf(eps) else eps, total_delta, accountant)
-
-
-def calibrate_continuation(
-    history: Sequence[Mechanism],
-    *,
-    sample_rate: float,
-    steps: int,
-    target_epsilon: float,
-    delta: float,
-    accountant: str = "prv",
-) -> float:
-    """Smallest noise multiplier σ (to 0.2%) such that history + `steps` subsampled Gaussian steps
-    (σ, sample_rate) compose to at most target_epsilon. The returned σ is always verified.
-
-    The root is bracketed on the RDP accountant (fast, looser), then found on `accountant` by
-    regula falsi in log σ (Illinois variant), which needs a handful of PRV evaluations.
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if not 0 < sample_rate <= 1:
-        raise ValueError(f"sample rate must be in (0, 1], got {sample_rate}")
-    base = compose(history, delta=delta, accountant=accountant).epsilon
-    if base is None or base >= target_epsilon:
-        spent = format_epsilon(base, digits=4)
-        raise ValueError(
-            f"the history already spends epsilon = {spent} >= target {target_epsilon:g}: "
-            "no noise multiplier can fit more steps"
-        )
-
-    def excess_on(mechanism: str) -> Excess:
-        """log(ε(σ) - base) - log(target - base): <= 0 means σ fits. The added ε falls roughly
-        like a power of σ, so this is nearly linear in log σ (the secant's best case)."""
-        start = base if mechanism == accountant else None
-        if start is None:
-            start = compose(history, delta=delta, accountant=mechanism).epsilon or 0.0
-        room = math.log(max(target_epsilon - start, 1e-12))
-        cache: dict[float, float] = {}
-
-        def excess(sigma: float) -> float:
-            if sigma not in cache:
-                step = GaussianSteps(sigma, sample_rate, steps)
-                eps = compose([*history, step], delta=delta, accountant=mechanism).epsilon
-                if eps is None:
-                    cache[sigma] = math.inf
-                elif eps <= target_epsilon:
-                    cache[sigma] = min(0.0, math.log(max(eps - start, 1e-12)) - room)
-                else:
-                    cache[sigma] = max(1e-12, math.log(eps - start) - room)
-            return cache[sigma]
-
-        return excess
-
-    rdp = excess_on("rdp")
-    lo, hi = _solve(rdp, *_bracket(rdp, start=1.0, factor=2.0))
-    if accountant != "rdp":
-        exact = excess_on(accountant)
-        lo, hi = _solve(exact, *_bracket(exact, start=hi, factor=2.0))
-    return hi
-
-
-Excess = Callable[[float], float]
-
-
-def _bracket(excess: Excess, *, start: float, factor: float) -> tuple[float, float]:
-    """(lo, hi) with excess(lo) > 0 and excess(hi) <= 0 (lo = 0 when any σ > 0 fits)."""
-    if excess(start) <= 0:
-        hi, lo = start, start / factor
-        while excess(lo) <= 0:
-            hi, lo = lo, lo / factor
-            if lo < 1e-6:  # the steps are nearly free
-                return 0.0, hi
-        return lo, hi
-    lo, hi = start, start * factor
-    while excess(hi) > 0:
-        lo, hi = hi, hi * factor
-        if hi > MAX_NOISE_MULTIPLIER:
-            raise ValueError("no noise multiplier up to 1e6 fits the target epsilon")
-    return lo, hi
-
-
-def _solve(excess: Excess, lo: float, hi: float) -> tuple[float, float]:
-    """Shrink (lo, hi) to CALIBRATION_RTOL keeping excess(hi) <= 0 < excess(lo).
-
-    ε is smooth and monotone in σ, nearly linear in log-log, so the secant through the bracket's
-    ends predicts the root well: probe just above and just below the prediction, which closes
-    the bracket in a few evaluations; bisect when a round did not halve it.
-    """
-    if lo <= 0:
-        return lo, hi
-    f_lo, f_hi = excess(lo), excess(hi)
-
-    def probe(x: float) -> None:
-        nonlocal lo, hi, f_lo, f_hi
-        if lo < x < hi:
-            f = excess(x)
-            if f <= 0:
-                hi, f_hi = x, f
-            else:
-                lo, f_lo = x, f
-
-    while hi - lo > CALIBRATION_RTOL * hi:
-        width = hi - lo
-        if math.isfinite(f_lo) and f_lo > f_hi:
-            a, b = math.log(lo), math.log(hi)
-            root = math.exp(b - f_hi * (b - a) / (f_hi - f_lo))
-        else:
-            root = math.sqrt(lo * hi)
-        for x in (root * (1 + CALIBRATION_RTOL / 3), root * (1 - CALIBRATION_RTOL / 3)):
-            if hi - lo > CALIBRATION_RTOL * hi:
-                probe(x)
-        if hi - lo > 0.5 * width:
-            probe(math.sqrt(lo * hi))
-    return lo, hi
 
 
 # ---- the ledger ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 
 from pipelines.artifacts import artifact_hash
 from pipelines.context import RunContext
-from pipelines.ledger import Guarantee
+from pipelines.spend import Guarantee
 from privacy.randomness import noise_description
 
 ATTACK_METADATA_NOTE = (

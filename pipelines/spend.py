@@ -5,16 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from privacy.composition import Guarantee  # what an artifact promises: (ε, δ, accountant)
+
+__all__ = ["DEFAULT_DATASET", "POST_PROCESSING", "Guarantee", "Spend"]
+
 KINDS = ("dp", "none", "post-processing")
 LINEAGES = ("new", "continue", "keep")
 DEFAULT_DATASET = "members"
-
-
-@dataclass(frozen=True)
-class Guarantee:
-    epsilon: float | None  # None: not private (infinite)
-    delta: float | None
-    accountant: str | None = None
 
 
 @dataclass(frozen=True)

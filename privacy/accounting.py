@@ -2,14 +2,15 @@
 
 Every step of LADP and DP-SGD is one Poisson-subsampled Gaussian mechanism with noise multiplier
 σ and sampling rate q (DESIGN §5.6), so one (σ, q, steps) triple determines ε for a given δ.
-All functions take keyword arguments and raise ValueError with one line on bad input.
+All functions take keyword arguments and raise ValueError with one line on bad input. Histories
+of mixed mechanisms compose in privacy.composition; σ is calibrated in privacy.calibration.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import lru_cache
@@ -25,10 +26,6 @@ ACCOUNTANTS: tuple[str, ...] = ("prv", "rdp")
 # few million points it needs gigabytes (and is killed on a laptop). Such grids only arise where
 # ε is in the hundreds, and there the RDP bound, also a valid upper bound, is used instead.
 PRV_MAX_GRID = 1 << 22
-
-MAX_NOISE_MULTIPLIER = 1e6
-CALIBRATION_RTOL = 2e-3  # stop when the σ bracket is this narrow (relative) ...
-CALIBRATION_ETOL = 5e-3  # ... or when ε(σ) is this close below the target (relative)
 
 
 def format_epsilon(epsilon: float | None, *, digits: int = 3, lower_bound: bool = False) -> str:
@@ -47,7 +44,8 @@ def format_epsilon(epsilon: float | None, *, digits: int = 3, lower_bound: bool 
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _check_common(*, delta: float, sample_rate: float, accountant: str) -> None:
+def check_sampled_gaussian(*, delta: float, sample_rate: float, accountant: str) -> None:
+    """ValueError (one line) unless the accountant is known, 0 < δ < 1 and 0 < q <= 1."""
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"unknown accountant '{accountant}' (known: {', '.join(ACCOUNTANTS)})")
     if not 0.0 < delta < 1.0:
@@ -56,7 +54,7 @@ def _check_common(*, delta: float, sample_rate: float, accountant: str) -> None:
         raise ValueError(f"sample rate q must be in (0, 1], got {sample_rate}")
 
 
-def _check_epsilon(epsilon: float) -> None:
+def check_target_epsilon(epsilon: float) -> None:
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise ValueError(f"target epsilon must be a finite number > 0, got {epsilon}")
 
@@ -123,7 +121,7 @@ def compute_epsilon(
     accountant: str = "prv",
 ) -> float:
     """ε after `steps` Poisson-subsampled Gaussian steps: an upper bound (PRV: its upper band)."""
-    _check_common(delta=delta, sample_rate=sample_rate, accountant=accountant)
+    check_sampled_gaussian(delta=delta, sample_rate=sample_rate, accountant=accountant)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not noise_multiplier >= 0:
@@ -135,95 +133,6 @@ def compute_epsilon(
     return _epsilon(
         float(noise_multiplier), float(sample_rate), int(steps), float(delta), accountant
     )
-
-
-def calibrate_noise_multiplier(
-    *,
-    target_epsilon: float,
-    delta: float,
-    sample_rate: float,
-    steps: int,
-    accountant: str = "prv",
-) -> float:
-    """The smallest σ (to 0.2% in σ or 0.5% in ε) whose accounted ε after `steps` is <= target.
-
-    The search keeps a bracket (lo, hi) with ε(hi) <= target verified by the accountant and
-    returns hi, so the answer is never above the target.
-    """
-    _check_epsilon(target_epsilon)
-    _check_common(delta=delta, sample_rate=sample_rate, accountant=accountant)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-
-    def epsilon_of(mechanism: str) -> Callable[[float], float]:
-        return lambda sigma: compute_epsilon(
-            noise_multiplier=sigma,
-            sample_rate=sample_rate,
-            steps=steps,
-            delta=delta,
-            accountant=mechanism,
-        )
-
-    start, factor = 1.0, 2.0
-    if accountant == "prv":
-        # RDP is cheaper and looser (it needs more noise for the same ε): its σ is a feasible
-        # start for PRV, whose σ is typically 5-15% lower, so PRV is only evaluated near it.
-        try:
-            start = _solve(epsilon_of("rdp"), target_epsilon, start=start, factor=factor)
-            factor = 1.25
-        except ValueError:
-            pass  # below RDP's floor of ε (~0.1) PRV may still get there: search from 1
-    return _solve(epsilon_of(accountant), target_epsilon, start=start, factor=factor)
-
-
-def _solve(eps: Callable[[float], float], target: float, *, start: float, factor: float) -> float:
-    lo, hi, e_lo, e_hi = _bracket(eps, target, start=start, factor=factor)
-    while hi - lo > CALIBRATION_RTOL * hi and e_hi < (1 - CALIBRATION_ETOL) * target:
-        mid = _interpolate(lo, hi, e_lo, e_hi, target * (1 - CALIBRATION_ETOL / 2))
-        e_mid = eps(mid)
-        if e_mid <= target:
-            hi, e_hi = mid, e_mid
-        else:
-            lo, e_lo = mid, e_mid
-    return hi
-
-
-def _bracket(
-    eps: Callable[[float], float], target: float, *, start: float, factor: float
-) -> tuple[float, float, float, float]:
-    """(lo, hi, ε(lo), ε(hi)) with ε(lo) > target >= ε(hi), stepping by `factor` from start."""
-    e_start = eps(start)
-    if e_start <= target:
-        hi, e_hi = start, e_start
-        lo, e_lo = hi / factor, eps(hi / factor)
-        while e_lo <= target:  # ε(σ) -> ∞ as σ -> 0, so this ends
-            hi, e_hi = lo, e_lo
-            lo, e_lo = lo / factor, eps(lo / factor)
-        return lo, hi, e_lo, e_hi
-    lo, e_lo = start, e_start
-    hi, e_hi = start * factor, eps(start * factor)
-    while e_hi > target:
-        lo, e_lo = hi, e_hi
-        hi = hi * factor
-        if hi > MAX_NOISE_MULTIPLIER:
-            raise ValueError(
-                "privacy budget too small: even noise multiplier 1e6 exceeds the target epsilon"
-            )
-        e_hi = eps(hi)
-    return lo, hi, e_lo, e_hi
-
-
-def _interpolate(lo: float, hi: float, e_lo: float, e_hi: float, aim: float) -> float:
-    """Next σ to try: log ε is nearly linear in log σ, so interpolate there (regula falsi),
-    kept 10% inside the bracket so that it shrinks by at least that much every step."""
-    margin = 0.1 * (hi - lo)
-    if not (math.isfinite(e_lo) and e_hi > 0):
-        return 0.5 * (lo + hi)
-    f_lo, f_hi = math.log(e_lo / aim), math.log(e_hi / aim)
-    if f_lo <= f_hi:  # numerical noise of the accountant: fall back to bisection
-        return 0.5 * (lo + hi)
-    x = math.log(lo) + (math.log(hi) - math.log(lo)) * f_lo / (f_lo - f_hi)
-    return min(max(math.exp(x), lo + margin), hi - margin)
 
 
 def max_steps_within_budget(
@@ -240,8 +149,8 @@ def max_steps_within_budget(
     ε grows with T; the binary search keeps ε(lo) <= target verified, so the answer is safe
     even where the numerical accountant is not exactly monotone.
     """
-    _check_epsilon(target_epsilon)
-    _check_common(delta=delta, sample_rate=sample_rate, accountant=accountant)
+    check_target_epsilon(target_epsilon)
+    check_sampled_gaussian(delta=delta, sample_rate=sample_rate, accountant=accountant)
     if limit < 0:
         raise ValueError(f"step limit must be >= 0, got {limit}")
 

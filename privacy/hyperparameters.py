@@ -19,33 +19,25 @@ Accounting, as RDP bounds on the whole search given the RDP curve ε(λ) of one 
   Poisson can draw K = 0, i.e. no model at all, so the pipeline uses the truncated negative
   binomial (K >= 1) by default.
 
-Each bound is an RDP curve on `RDP_ORDERS`, so the privcomp ledger composes a search with the
-other mechanisms on the same data by adding RDP curves (an upper bound under adaptive
-composition) and converts to (ε, δ) once, with Opacus's conversion (`rdp_epsilon`). The
+Each bound is an RDP curve on `RDP_ORDERS` (privacy.rdp), so privacy.composition composes a
+search with the other mechanisms on the same data by adding RDP curves (an upper bound under
+adaptive composition) and converts to (ε, δ) once, with Opacus's conversion (`rdp_epsilon`). The
 neighbouring relation is Opacus's add/remove, like the rest of privcomp.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
-from privacy.accounting import _solve
-from privacy.pate import ORDERS
+from privacy.calibration import MAX_NOISE_MULTIPLIER, smallest_noise_multiplier
+from privacy.rdp import RDP_ORDERS, check_curve, gaussian_rdp, rdp_epsilon
 
 DISTRIBUTIONS: tuple[str, ...] = ("negative-binomial", "poisson")
-
-# Opacus's default orders (1.1 ... 63) extended to 1024: the log(1/γ)/λ̂ term of Theorem 2 wants
-# a large λ̂ when one run is very private, and sharing PATE's grid lets the ledger add curves.
-RDP_ORDERS: tuple[float, ...] = tuple(float(order) for order in ORDERS)
-
-MAX_NOISE_MULTIPLIER = 1e6
 _GAMMA_RTOL = 1e-12  # relative width at which the bisection for the TNB parameter γ stops
 
 
@@ -116,23 +108,6 @@ def _tnb_gamma(shape: float, mean: float) -> float:
     return lo
 
 
-def _check_curve(
-    orders: Sequence[float], rdp: Sequence[float] | np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    lam = np.asarray(orders, dtype=float)
-    eps = np.asarray(rdp, dtype=float)
-    if lam.ndim != 1 or lam.shape != eps.shape or lam.size == 0:
-        raise ValueError(
-            f"orders and rdp must be 1-d and of equal length, got {lam.shape}, {eps.shape}"
-        )
-    if not np.all(lam > 1):
-        raise ValueError(f"every Renyi order must be > 1, got min {lam.min()}")
-    if np.any(np.isnan(eps)):
-        raise ValueError("rdp contains NaN")
-    # Raising a curve is always valid; a slightly negative one is only floating-point noise.
-    return lam, np.maximum(eps, 0.0)
-
-
 def _log_delta(lam: np.ndarray, eps: np.ndarray, epsilon: float) -> float:
     """log δ at which a mechanism with RDP curve eps is (epsilon, δ)-DP, minimised over orders.
 
@@ -184,7 +159,7 @@ def search_rdp(
     """RDP curve at `orders` of "repeat K ~ config times, release only the best", given the RDP
     curve `rdp` of one repetition at the same orders (all > 1)."""
     config.check()
-    lam, eps = _check_curve(orders, rdp)
+    lam, eps = check_curve(orders, rdp)
     if config.distribution == "poisson":
         out = _poisson_rdp(lam, eps, config.mean)
     else:
@@ -195,48 +170,6 @@ def search_rdp(
     result = np.empty_like(out)
     result[by_order] = suffix_min
     return result
-
-
-def gaussian_rdp(
-    *,
-    noise_multiplier: float,
-    sample_rate: float,
-    steps: int,
-    orders: Sequence[float] = RDP_ORDERS,
-) -> np.ndarray:
-    """RDP at `orders` of `steps` Poisson-subsampled Gaussian steps (Opacus, add/remove)."""
-    if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
-        raise ValueError(f"noise multiplier must be a finite number >= 0, got {noise_multiplier}")
-    if not 0.0 < sample_rate <= 1.0:
-        raise ValueError(f"sample rate q must be in (0, 1], got {sample_rate}")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if not all(order > 1 for order in orders):
-        raise ValueError("every Renyi order must be > 1")
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        rdp = compute_rdp(
-            q=float(sample_rate),
-            noise_multiplier=float(noise_multiplier),
-            steps=int(steps),
-            orders=[float(order) for order in orders],
-        )
-    return np.asarray(rdp, dtype=float)
-
-
-def rdp_epsilon(
-    rdp: Sequence[float] | np.ndarray, *, delta: float, orders: Sequence[float] = RDP_ORDERS
-) -> float:
-    """ε at δ of an RDP curve (Opacus's conversion, Balle et al. 2020 Thm 21, best order)."""
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
-    lam, eps = _check_curve(orders, rdp)
-    if np.all(np.isinf(eps)):
-        return math.inf
-    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-        # Opacus warns when the best order is at the grid's edge: that only costs tightness.
-        warnings.simplefilter("ignore")
-        epsilon, _ = get_privacy_spent(orders=list(lam), rdp=list(eps), delta=delta)
-    return max(float(epsilon), 0.0)  # ε < 0 would mean (0, δ)-DP, which ε = 0 also states
 
 
 @lru_cache(maxsize=4096)
@@ -288,7 +221,7 @@ def calibrate_search_noise(
 ) -> float:
     """The smallest σ (to 0.2% in σ or 0.5% in ε) whose search is (target_epsilon, delta)-DP.
 
-    privacy.accounting's solver keeps a bracket whose upper end is verified to meet the target
+    privacy.calibration's solver keeps a bracket whose upper end is verified to meet the target
     and returns that end, so the answer is never above the target.
     """
     if not (math.isfinite(target_epsilon) and target_epsilon > 0):
@@ -307,7 +240,7 @@ def calibrate_search_noise(
         )
 
     try:
-        return _solve(epsilon_of, target_epsilon, start=1.0, factor=2.0)
+        return smallest_noise_multiplier(epsilon_of, target_epsilon, start=1.0, factor=2.0)
     except ValueError:
         raise ValueError(
             f"privacy budget too small for the search: even noise multiplier 1e6 exceeds "

@@ -36,12 +36,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from models.training import ProgressFn
-from privacy.accounting import (
-    ACCOUNTANTS,
-    calibrate_noise_multiplier,
-    compute_epsilon,
-    max_steps_within_budget,
-)
+from privacy.accounting import ACCOUNTANTS, compute_epsilon, max_steps_within_budget
+from privacy.calibration import calibrate_noise_multiplier
 from privacy.fastpath import clip_factor, fast_clipped_grad_sums, supports_fast_path
 from privacy.randomness import mechanism_rngs, noise_mode, poisson_sample, standard_normal
 

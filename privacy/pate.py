@@ -50,13 +50,7 @@ from torch import nn
 
 from models.training import ProgressFn, fit, predict_logits
 from privacy.randomness import mechanism_rngs, noise_mode
-
-# Opacus's RDP orders, extended upwards: a few queries with large σ are optimal at high orders.
-ORDERS: tuple[float, ...] = (
-    *(1 + x / 10.0 for x in range(1, 100)),
-    *range(12, 64),
-    *(64, 80, 96, 128, 160, 192, 256, 384, 512, 768, 1024),
-)
+from privacy.rdp import RDP_ORDERS
 
 
 @dataclass(frozen=True)
@@ -85,7 +79,7 @@ class PATEConfig:
             raise ValueError("teacher_epochs, teacher_batch_size and teacher_lr must be > 0")
 
 
-def gnmax_rdp(*, sigma: float, queries: int, orders: tuple[float, ...] = ORDERS) -> np.ndarray:
+def gnmax_rdp(*, sigma: float, queries: int, orders: tuple[float, ...] = RDP_ORDERS) -> np.ndarray:
     """RDP of `queries` GNMax answers at each order: queries · α / σ²."""
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
@@ -95,7 +89,7 @@ def gnmax_rdp(*, sigma: float, queries: int, orders: tuple[float, ...] = ORDERS)
 
 
 def rdp_to_epsilon(
-    rdp: np.ndarray, *, delta: float, orders: tuple[float, ...] = ORDERS
+    rdp: np.ndarray, *, delta: float, orders: tuple[float, ...] = RDP_ORDERS
 ) -> tuple[float, float]:
     """(ε, best order): min over α of rdp(α) + log((α-1)/α) - (log δ + log α)/(α-1)."""
     from opacus.accountants.analysis.rdp import get_privacy_spent

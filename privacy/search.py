@@ -29,16 +29,14 @@ from torch import nn
 from models.training import accuracy, predict_logits
 from privacy.accounting import format_epsilon
 from privacy.hyperparameters import (
-    RDP_ORDERS,
     SearchConfig,
     calibrate_search_noise,
     draw_repetitions,
-    gaussian_rdp,
-    rdp_epsilon,
     search_rdp,
 )
 from privacy.ladp import LADPConfig, sampling_plan
 from privacy.randomness import child_seed, mechanism_rngs, noise_mode
+from privacy.rdp import RDP_ORDERS, gaussian_rdp, rdp_epsilon
 
 SEARCH_WORD = "search"
 # The candidates `key = "search"` stands for (the accuracy study's lr grid).

@@ -15,10 +15,11 @@ from pipelines.artifacts import MODEL
 from pipelines.compressing import RECORD_KEY, prune_data, prune_record, save_record
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
-from pipelines.ledger import GaussianSteps, calibrate_continuation, compose
 from pipelines.settings.compression import PruneSettings as PruneStageSettings
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
 from pipelines.stages import register_stage
+from privacy.calibration import calibrate_noise_multiplier
+from privacy.composition import GaussianSteps, compose
 from privacy.ladp import sampling_plan, train_ladp
 
 
@@ -73,13 +74,13 @@ class Prune(Stage[PruneStageSettings]):
         q, per_call, calls = self._finetune_shape(ctx)
         target = float(self.config.finetune_epsilon)
         try:
-            sigma = calibrate_continuation(
-                history,
-                sample_rate=q,
-                steps=per_call * calls,
+            sigma = calibrate_noise_multiplier(
                 target_epsilon=target,
                 delta=delta,
+                sample_rate=q,
+                steps=per_call * calls,
                 accountant=accountant,
+                history=history,
             )
         except ValueError as exc:
             raise PrivcompError(

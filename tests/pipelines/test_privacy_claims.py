@@ -27,13 +27,14 @@ from models.onnx_io import read_metadata
 from pipelines.cli import app
 from pipelines.config import load_config
 from pipelines.errors import PrivcompError
-from pipelines.ledger import RDPCurve, compose
 from pipelines.progress import Reporter
 from pipelines.runner import run_pipeline
 from pipelines.table import summary_table
 from privacy.accounting import format_epsilon
-from privacy.hyperparameters import RDP_ORDERS, SearchConfig, gaussian_rdp, search_rdp
+from privacy.composition import RDPCurve, compose
+from privacy.hyperparameters import SearchConfig, search_rdp
 from privacy.randomness import REPRODUCIBLE_WARNING
+from privacy.rdp import RDP_ORDERS, gaussian_rdp
 from tests.conftest import TINY
 
 QUIET = [*TINY, 'run.evaluate="none"']

@@ -11,15 +11,13 @@ import pytest
 from dp_accounting.dp_event import RepeatAndSelectDpEvent
 
 from privacy.hyperparameters import (
-    RDP_ORDERS,
     SearchConfig,
     calibrate_search_noise,
     draw_repetitions,
-    gaussian_rdp,
-    rdp_epsilon,
     search_epsilon,
     search_rdp,
 )
+from privacy.rdp import RDP_ORDERS, gaussian_rdp, rdp_epsilon
 
 DELTA = 1e-5
 GEOMETRIC_4 = SearchConfig(mean=4.0, shape=1.0)

@@ -13,7 +13,6 @@ import torch
 from models.zoo import seeded_model
 from pipelines.data import load_dataset, make_splits
 from privacy.pate import (
-    ORDERS,
     PATEConfig,
     assign_teachers,
     gnmax,
@@ -28,6 +27,7 @@ from privacy.pate import (
     teacher_votes,
     train_teachers,
 )
+from privacy.rdp import RDP_ORDERS
 
 DELTA = 1e-5
 KEY = 12345
@@ -40,7 +40,7 @@ def hand_epsilon(queries: int, sigma: float, delta: float) -> float:
     """By hand: RDP of one GNMax answer is α/σ² (Gaussian, sensitivity √2), T answers add up,
     and (ε, δ) = min over α of T·α/σ² + log((α-1)/α) - (log δ + log α)/(α-1)."""
     best = math.inf
-    for a in ORDERS:
+    for a in RDP_ORDERS:
         rdp = queries * a / sigma**2
         best = min(best, rdp + math.log((a - 1) / a) - (math.log(delta) + math.log(a)) / (a - 1))
     return best
@@ -74,7 +74,10 @@ def test_rdp_is_that_of_a_gaussian_with_multiplier_sigma_over_root_two() -> None
     sigma, queries = 12.0, 7
     ours = gnmax_rdp(sigma=sigma, queries=queries)
     gaussian = compute_rdp(
-        q=1.0, noise_multiplier=gnmax_noise_multiplier(sigma), steps=queries, orders=list(ORDERS)
+        q=1.0,
+        noise_multiplier=gnmax_noise_multiplier(sigma),
+        steps=queries,
+        orders=list(RDP_ORDERS),
     )
     np.testing.assert_allclose(ours, gaussian, rtol=1e-12)
 

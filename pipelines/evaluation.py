@@ -262,13 +262,16 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
     else:
         ensure_logits(base, augment, x)
         refs = ReferenceSet.load(base, augment=augment)
-    if not cfg.mirror:
-        return refs
+    return _mirrored(ctx, refs, candidates) if cfg.mirror else refs
+
+
+def _mirrored(ctx: RunContext, refs: ReferenceSet, candidates: Candidates) -> ReferenceSet:
+    """The references passed through the latest artifact's compression (pipelines.mirror)."""
     skipped = [s for s in ctx.history if s not in (*MIRRORED_STAGES, *TRAINING_STAGES, "evaluate")]
     if skipped:
         ctx.reporter.info(f"  mirror: references are not passed through {', '.join(skipped)}")
     steps = mirror_steps(ctx)
     if not steps:
         return refs
-    executor = _executor(ctx)
-    return mirrored_set(ctx, steps, refs, pool=candidates.indices, x=x, executor=executor)
+    pool, x, executor = candidates.indices, candidates.pool.x, _executor(ctx)
+    return mirrored_set(ctx, steps, refs, pool=pool, x=x, executor=executor)

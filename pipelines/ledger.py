@@ -43,21 +43,7 @@ from privacy.accounting import format_epsilon
 
 # The composition maths lives in privacy.composition; importers of these names from the ledger
 # keep working.
-from privacy.composition import GaussianSteps, Guarantee, Mechanism, Opaque, RDPCurve, compose
-
-
-def mechanism_of(spend: Spend) -> Mechanism:
-    """The history entry of a "dp" spend: its RDP curve when details carry one (`rdp_orders`,
-    `rdp`), else GaussianSteps when they say σ, q and steps, else its (ε, δ)."""
-    d = spend.details
-    if "rdp" in d and "rdp_orders" in d:
-        return RDPCurve(tuple(float(a) for a in d["rdp_orders"]), tuple(float(r) for r in d["rdp"]))
-    if all(k in d for k in ("noise_multiplier", "sample_rate", "steps")):
-        return GaussianSteps(float(d["noise_multiplier"]), float(d["sample_rate"]), int(d["steps"]))
-    if spend.epsilon is None or spend.delta is None:
-        raise ValueError("a 'dp' spend needs (noise_multiplier, sample_rate, steps) or (ε, δ)")
-    return Opaque(float(spend.epsilon), float(spend.delta))
-
+from privacy.composition import Guarantee, Mechanism, compose
 
 # ---- the ledger ------------------------------------------------------------------------------
 
@@ -139,7 +125,7 @@ class Ledger:
                 self.lineage = _Account()
             lineage = self._require_lineage(stage)
             for release in releases:
-                mechanism = mechanism_of(release)
+                mechanism = release.mechanism
                 self.datasets.setdefault(name, _Account()).add(mechanism, release, self.budget)
                 lineage.add(mechanism, release, self.budget)
             extra = {"dataset": name, "spend": {"epsilon": spend.epsilon, "delta": spend.delta}}
@@ -172,7 +158,7 @@ class Ledger:
         """A DP release of the members that this pipeline does not build on (another pipeline's
         stage in the same run dir): it counts in its data set's total, in no artifact's lineage."""
         name = spend.dataset
-        self.datasets.setdefault(name, _Account()).add(mechanism_of(spend), spend, self.budget)
+        self.datasets.setdefault(name, _Account()).add(spend.mechanism, spend, self.budget)
         self.entries.append(
             {
                 "stage": label,

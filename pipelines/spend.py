@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from privacy.composition import Guarantee  # what an artifact promises: (ε, δ, accountant)
+from privacy.composition import GaussianSteps, Guarantee, Mechanism, Opaque, RDPCurve
 
 __all__ = ["DEFAULT_DATASET", "POST_PROCESSING", "Guarantee", "Spend"]
 
@@ -20,7 +20,7 @@ class Spend:
 
     kind "dp": a DP mechanism on the private split `dataset`, with its accounted (ε, δ); its
     history entry (noise_multiplier, sample_rate, steps, accountant; or rdp_orders and rdp) is in
-    `details`, read by pipelines.ledger.mechanism_of.
+    `details`, typed by `mechanism`.
     kind "none": read private data without DP: the artifact is not private (ε None).
     kind "post-processing": no private data touched; the input's guarantee carries over.
 
@@ -40,6 +40,22 @@ class Spend:
             raise ValueError(f"unknown spend kind '{self.kind}' (known: {', '.join(KINDS)})")
         if self.lineage not in LINEAGES:
             raise ValueError(f"unknown lineage '{self.lineage}' (known: {', '.join(LINEAGES)})")
+
+    @property
+    def mechanism(self) -> Mechanism:
+        """The history entry of a "dp" spend, what the ledger composes: its RDP curve when the
+        details carry one (`rdp_orders`, `rdp`), else GaussianSteps when they say σ, q and
+        steps, else its (ε, δ)."""
+        d = self.details
+        if "rdp" in d and "rdp_orders" in d:
+            orders = tuple(float(a) for a in d["rdp_orders"])
+            return RDPCurve(orders, tuple(float(r) for r in d["rdp"]))
+        if all(k in d for k in ("noise_multiplier", "sample_rate", "steps")):
+            q = float(d["sample_rate"])
+            return GaussianSteps(float(d["noise_multiplier"]), q, int(d["steps"]))
+        if self.epsilon is None or self.delta is None:
+            raise ValueError("a 'dp' spend needs (noise_multiplier, sample_rate, steps) or (ε, δ)")
+        return Opaque(float(self.epsilon), float(self.delta))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -237,10 +237,8 @@ def test_private_calibration_is_refused_unless_allowed_and_then_not_private(
     run: Run, tmp_path: Path
 ) -> None:
     members = 'quantize.calibration="members"'
-    ctx = stage_context(run, tmp_path, 2, members)
     with pytest.raises(PrivcompError, match="allow_private_calibration"):
-        STAGES["quantize"](ctx.config.quantize).check(ctx)
-    assert list(ctx.stage_dir.iterdir()) == []
+        load_config(None, [*SETTINGS, members])  # refused with the settings, before any run
     ctx = stage_context(
         run, tmp_path / "allowed", 2, members, "quantize.allow_private_calibration=true"
     )

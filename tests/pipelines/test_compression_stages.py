@@ -361,13 +361,14 @@ def test_pruning_with_taylor_steps_and_public_fine_tune_is_free(run: Run, tmp_pa
 def test_bad_settings_are_one_line_errors_before_anything_runs(
     overrides: list[str], message: str
 ) -> None:
-    config = load_config(None, [*SETTINGS, *overrides])
-    data = load_dataset("digits")
-    splits = make_splits(len(data.y), seed=0, fractions=config.data.fractions())
-    ctx = RunContext(Path("unused"), config, data, splits, Reporter(Console(file=io.StringIO())))
-    stages = plan(["train-ladp", "prune", "export", "distill", "quantize"], config)
+    """Refused when the settings are loaded, or (what needs the data) by the stages' checks."""
     with pytest.raises(PrivcompError, match=message):
-        for stage in stages:
+        config = load_config(None, [*SETTINGS, *overrides])
+        data = load_dataset("digits")
+        splits = make_splits(len(data.y), seed=0, fractions=config.data.fractions())
+        reporter = Reporter(Console(file=io.StringIO()))
+        ctx = RunContext(Path("unused"), config, data, splits, reporter)
+        for stage in plan(["train-ladp", "prune", "export", "distill", "quantize"], config):
             stage.check(ctx)
 
 

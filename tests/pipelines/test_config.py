@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from models.errors import UserError
 from pipelines.config import DEFAULTS, load_config, parse_override, to_toml
 from pipelines.errors import PrivcompError
 from pipelines.settings import SECTIONS, Config, Section
@@ -44,12 +45,12 @@ def test_file_then_overrides(tmp_path: Path) -> None:
         ("prune.ratio=1.5", r"prune.ratio must be in \(0, 1\)"),
         ("run.evaluate=sometimes", "run.evaluate must be one of each, last, none"),
         ("train-ladp.lr=[]", "lists no candidates"),
-        ("train-dpsgd.epsilon=[1.0, 2.0]", "'train-dpsgd.epsilon' expects a float"),
+        ("train-dpsgd.epsilon=[1.0, 2.0]", "'train-dpsgd.epsilon' cannot be searched"),
         ('evaluate.attacks=["loss", "nosuch"]', "unknown attack"),
     ],
 )
 def test_bad_settings_are_named(override: str, message: str) -> None:
-    with pytest.raises(PrivcompError, match=message):
+    with pytest.raises(UserError, match=message):  # attack names: an AttackError
         load_config(None, [override])
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from models.errors import UserError
 from pipelines.config import load_config
-from pipelines.errors import PrivcompError
 from pipelines.ledger import Ledger
 from pipelines.progress import Reporter
 from pipelines.rundir import read_json
@@ -79,7 +79,7 @@ def test_constructor_only_stores_its_config(name: str, tmp_path: Path) -> None:
 def test_bad_settings_are_refused_before_anything_is_written(name: str, tmp_path: Path) -> None:
     stages, _ = RECIPES[name]
     run_dir = tmp_path / "run"
-    with pytest.raises(PrivcompError):
+    with pytest.raises(UserError):
         config = load_config(None, [*FAST, *BAD[name]])
         run_pipeline(stages, config=config, run_dir=run_dir, reporter=QUIET)
     assert not run_dir.exists()

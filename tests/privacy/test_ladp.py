@@ -15,21 +15,12 @@ from torch import nn
 from models.zoo import build_model
 from pipelines.data import load_dataset
 from privacy.accounting import compute_epsilon
-from privacy.ladp import (
-    LADPConfig,
-    LADPResult,
-    LayerGroup,
-    check_groups,
-    clip_factors,
-    clipped_grad_sums,
-    group_noise_stds,
-    ladp_step,
-    layer_groups,
-    noisy_gradient,
-    per_example_grads,
-    train_ladp,
-)
+from privacy.clipping import clip_factors, clipped_grad_sums, per_example_grads
+from privacy.config import LADPConfig
+from privacy.groups import LayerGroup, check_groups, group_noise_stds, layer_groups
+from privacy.ladp import LADPResult, train_ladp
 from privacy.randomness import mechanism_rngs
+from privacy.step import ladp_step, noisy_gradient
 
 HUGE = 1e9
 

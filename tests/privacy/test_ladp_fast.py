@@ -10,23 +10,16 @@ import torch
 from torch import nn
 
 from models.zoo import build_model
+from privacy.clipping import clipped_grad_sums, per_example_grads
+from privacy.config import LADPConfig
 from privacy.fastpath import (
     SHIFTED_MIN_CHANNELS,
     fast_clipped_grad_sums,
     per_example_sq_norms,
     supports_fast_path,
 )
-from privacy.ladp import (
-    LADPConfig,
-    LayerGroup,
-    check_groups,
-    clipped_grad_sums,
-    group_noise_stds,
-    layer_groups,
-    make_private,
-    per_example_grads,
-    train_ladp,
-)
+from privacy.groups import LayerGroup, check_groups, group_noise_stds, layer_groups
+from privacy.ladp import make_private, train_ladp
 from privacy.sensitivity import allocate, fisher_schedule, fisher_sensitivities, group_sizes
 
 torch.set_num_threads(1)

@@ -98,7 +98,10 @@ def _fisher_schedule(
     seed: int,
 ) -> GroupSchedule:
     if public_x is None or public_y is None or len(public_x) == 0:
-        raise ValueError(f"allocation '{config.allocation}' needs public data (public_x, public_y)")
+        raise ValueError(
+            f"allocation '{config.allocation}' needs public data (public_x, public_y); "
+            "allocation 'uniform' needs none"
+        )
     if len(public_x) != len(public_y):
         raise ValueError("public_x and public_y differ in length")
     return fisher_schedule(

@@ -47,6 +47,7 @@ def engine_on_digits(**overrides: Any) -> LADPEngine:
             "expected_batch_size": int(N * Q),
             "lr": 0.1,
             "momentum": 0.0,
+            "allocation": "uniform",  # no public data here
             **overrides,
         }
     )

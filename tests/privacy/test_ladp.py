@@ -187,7 +187,10 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return data.x[:300], data.y[:300]
 
 
-TINY = LADPConfig(epsilon=2.0, delta=1e-3, epochs=2, expected_batch_size=60, lr=0.5)
+# "uniform": these runs have no public data (the default, "matched", reads it).
+TINY = LADPConfig(
+    epsilon=2.0, delta=1e-3, epochs=2, expected_batch_size=60, lr=0.5, allocation="uniform"
+)
 
 
 def test_train_ladp_spend_is_provable(digits: tuple[np.ndarray, np.ndarray]) -> None:

@@ -212,7 +212,10 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return gen.normal(size=(80, 1, 8, 8)).astype(np.float32), gen.integers(0, 3, 80)
 
 
-TINY = LADPConfig(epsilon=2.0, delta=1e-3, epochs=1, expected_batch_size=20, lr=0.5)
+# "uniform" unless a test passes public data (the default, "matched", reads it).
+TINY = LADPConfig(
+    epsilon=2.0, delta=1e-3, epochs=1, expected_batch_size=20, lr=0.5, allocation="uniform"
+)
 
 
 def small_cnn() -> nn.Module:

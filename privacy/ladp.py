@@ -16,7 +16,7 @@ composed *inside* one step, before subsampling, so the accountant sees one mecha
 The parts: privacy.groups (groups, σ_l), privacy.sensitivity (the allocation from public Fisher
 sensitivities), privacy.clipping and privacy.fastpath (clipped sums), privacy.step (noise, the
 update), privacy.config (LADPConfig, the plan of q, steps and σ_eff). This module runs them as one
-engine. Extension points: `train_ladp(groups=..., group_schedule=..., clipped_sums=...)`.
+engine. Extension points: `make_private(groups=..., group_schedule=..., clipped_sums=...)`.
 Group choices must depend only on public data and the current model (post-processing), never on
 the private batch.
 
@@ -282,9 +282,15 @@ def make_private(
     noise_seed: int | None = None,
     public_x: np.ndarray | None = None,
     public_y: np.ndarray | None = None,
-    **hooks: Any,
+    groups: Sequence[LayerGroup] | None = None,
+    group_schedule: GroupSchedule | None = None,
+    clipped_sums: ClippedSumFn | None = None,
 ) -> LADPEngine:
-    """Front door: an LADPEngine for model on the private (x, y); see LADPEngine."""
+    """Front door: an LADPEngine for model on the private (x, y); see LADPEngine.
+
+    config: LADPConfig() by default, the pipeline's defaults: its allocation ("matched") reads
+    public_x, public_y. groups, group_schedule, clipped_sums: as in train_ladp.
+    """
     return LADPEngine(
         model,
         x,
@@ -292,9 +298,11 @@ def make_private(
         config=config or LADPConfig(),
         seed=seed,
         noise_seed=noise_seed,
+        groups=groups,
+        group_schedule=group_schedule,
+        clipped_sums=clipped_sums,
         public_x=public_x,
         public_y=public_y,
-        **hooks,
     )
 
 

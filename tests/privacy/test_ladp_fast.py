@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -10,8 +11,8 @@ import torch
 from torch import nn
 
 from models.zoo import build_model
+from privacy import LADPConfig, make_private
 from privacy.clipping import clipped_grad_sums, per_example_grads
-from privacy.config import LADPConfig
 from privacy.fastpath import (
     SHIFTED_MIN_CHANNELS,
     fast_clipped_grad_sums,
@@ -19,7 +20,7 @@ from privacy.fastpath import (
     supports_fast_path,
 )
 from privacy.groups import LayerGroup, check_groups, group_noise_stds, layer_groups
-from privacy.ladp import make_private, train_ladp
+from privacy.ladp import train_ladp
 from privacy.sensitivity import allocate, fisher_schedule, fisher_sensitivities, group_sizes
 
 torch.set_num_threads(1)
@@ -260,3 +261,25 @@ def test_make_private_front_door(data: tuple[np.ndarray, np.ndarray]) -> None:
     same = train_ladp(small_cnn(), x, y, config=TINY, seed=1, noise_seed=3).model
     for p, q in zip(result.model.parameters(), same.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_make_private_takes_the_engines_parts_by_name(data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = data
+    model = small_cnn()
+    groups = layer_groups(model, clip_norm=0.5)
+    seen: list[int] = []
+
+    def sums(
+        m: nn.Module, xb: torch.Tensor, yb: torch.Tensor, gs: Sequence[LayerGroup]
+    ) -> dict[str, torch.Tensor]:
+        seen.append(len(gs))
+        return clipped_grad_sums(m, xb, yb, gs)
+
+    engine = make_private(model, x, y, config=TINY, groups=groups, clipped_sums=sums)
+    engine.step()
+    assert engine.groups == groups and seen == [len(groups)]
+    # The library's own default reads public data: without it, one line says what to pass.
+    with pytest.raises(ValueError, match="needs public data"):
+        make_private(small_cnn(), x, y)
+    matched = make_private(small_cnn(), x, y, public_x=x[:16], public_y=y[:16])
+    assert matched.config.allocation == "matched" and matched.group_schedule is not None

@@ -54,8 +54,8 @@ def _train(name: str, config: Any, data: Any, splits: Any) -> tuple[Any, str]:
 
     from models.training import fit
     from models.zoo import seeded_model
+    from privacy import train_ladp
     from privacy.accounting import format_epsilon
-    from privacy.ladp import train_ladp
 
     model = seeded_model(name, seed=0, in_shape=data.in_shape, num_classes=data.num_classes)
     x, y = data.x[splits["members"]], data.y[splits["members"]]

@@ -69,9 +69,11 @@ def _plain(x: torch.Tensor, y: torch.Tensor, arch: str) -> Callable[[], None]:
 
 
 def _ladp(x: torch.Tensor, y: torch.Tensor, arch: str, fast: bool) -> Callable[[], None]:
+    from privacy.clipping import clipped_grad_sums
     from privacy.fastpath import fast_clipped_grad_sums
-    from privacy.ladp import clipped_grad_sums, ladp_step, layer_groups
+    from privacy.groups import layer_groups
     from privacy.randomness import mechanism_rngs
+    from privacy.step import ladp_step
 
     model = _model(arch)
     groups = layer_groups(model)

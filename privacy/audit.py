@@ -24,9 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from models.zoo import seeded_model
+from privacy.clipping import ClippedSumFn
+from privacy.config import LADPConfig
 from privacy.engines import build_engine
 from privacy.fastpath import clip_factor
-from privacy.ladp import ClippedSumFn, LADPConfig, LayerGroup
+from privacy.groups import LayerGroup
 from privacy.randomness import child_seed
 
 CANARY_SCALE = 1e3  # the canary's gradient norm, in units of its group's clip norm

@@ -22,8 +22,11 @@ import torch.nn.functional as F
 from opacus import GradSampleModule
 from torch import Tensor, nn
 
+from privacy.clipping import examples_per_chunk
+from privacy.config import LADPConfig
 from privacy.fastpath import clip_factor
-from privacy.ladp import LADPConfig, LADPEngine, LayerGroup, examples_per_chunk
+from privacy.groups import LayerGroup
+from privacy.ladp import LADPEngine
 
 
 def flat_group(model: nn.Module, *, clip_norm: float) -> LayerGroup:

@@ -10,8 +10,9 @@ import numpy as np
 from torch import nn
 
 from privacy.accounting import compute_epsilon
+from privacy.config import LADPConfig, sampling_plan
 from privacy.dpsgd import dpsgd_engine
-from privacy.ladp import LADPConfig, LADPEngine, sampling_plan
+from privacy.ladp import LADPEngine
 
 ENGINES: tuple[str, ...] = ("ladp", "dp-sgd")
 

@@ -14,21 +14,20 @@ depends on row i, so b_i is example i's output gradient). From them, exactly:
 
 The clipped sum Σ_i c_i ∇W_i is one contraction (Σ_i c_i b_iᵀ a_i). Modules other than these, or
 groups that are not exactly one module's parameters, are not supported: `supports_fast_path` says
-so and train_ladp then keeps the reference path (privacy/ladp.py, vmap).
+so and the engine then keeps the reference path (privacy/clipping.py, vmap).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from privacy.ladp import LayerGroup
+from privacy.groups import LayerGroup
 
 CLIP_EPS = 1e-6  # keeps c_{i,l} finite for zero gradients and ||c g|| strictly below C_l
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.GroupNorm)

@@ -28,13 +28,13 @@ from torch import nn
 
 from models.training import accuracy, predict_logits
 from privacy.accounting import format_epsilon
+from privacy.config import LADPConfig, sampling_plan
 from privacy.hyperparameters import (
     SearchConfig,
     calibrate_search_noise,
     draw_repetitions,
     search_rdp,
 )
-from privacy.ladp import LADPConfig, sampling_plan
 from privacy.randomness import child_seed, mechanism_rngs, noise_mode
 from privacy.rdp import RDP_ORDERS, gaussian_rdp, rdp_epsilon
 

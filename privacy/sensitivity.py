@@ -4,7 +4,8 @@ s_l = empirical Fisher information of group l on the public split: the mean over
 the squared per-example gradient norm of the group, divided by its parameter count. The top
 `sensitive_fraction` of groups by s_l get clip norm `clip_sensitive`, the others `clip_other`.
 Weights w_l = softmax(τ z_l), z = standardised log s (mode "utility": less noise to high-Fisher
-groups), or softmax(-τ z_l) (mode "protect": the reverse). σ_l = σ_eff / sqrt(w_l) in privacy.ladp.
+groups), or softmax(-τ z_l) (mode "protect": the reverse); σ_l = σ_eff / sqrt(w_l) in
+privacy.groups.
 
 Mode "matched" sets the clip norms instead of taking them from clip_sensitive / clip_other: each
 group is clipped in proportion to its root-mean-square public gradient norm m_l = sqrt(s_l · d_l),
@@ -25,8 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from privacy.clipping import per_example_grads
 from privacy.fastpath import per_example_sq_norms, supports_fast_path
-from privacy.ladp import ALLOCATIONS, GroupSchedule, LayerGroup, layer_groups, per_example_grads
+from privacy.groups import ALLOCATIONS, GroupSchedule, LayerGroup, layer_groups
 
 MIN_WEIGHT = 1e-12  # softmax underflow guard: every group keeps a finite σ_l
 MIN_SENSITIVITY = 1e-30

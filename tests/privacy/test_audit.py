@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 import privacy.ladp
+import privacy.step
 from pipelines.audit import audit_run, gdp_bounds, threshold_epsilon
 from pipelines.cli import app
 from pipelines.config import load_config
@@ -88,9 +89,9 @@ Stds = Callable[[float, Sequence[float]], list[float]]
 
 
 def test_halved_noise_fails_the_audit(dp_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    honest: Stds = privacy.ladp.group_noise_stds
+    honest: Stds = privacy.step.group_noise_stds
     monkeypatch.setattr(
-        privacy.ladp, "group_noise_stds", lambda s, w: [x / 2 for x in honest(s, w)]
+        privacy.step, "group_noise_stds", lambda s, w: [x / 2 for x in honest(s, w)]
     )
     report = audit(dp_run)
     assert not report["passed"]

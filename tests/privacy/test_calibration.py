@@ -55,12 +55,10 @@ def test_calibration_full_batch() -> None:
     assert compute_epsilon(noise_multiplier=sigma, sample_rate=1.0, steps=5, delta=DELTA) <= 1.0
 
 
-def composed(
-    history: Sequence[Mechanism], sigma: float, *, q: float, steps: int, accountant: str
-) -> float:
-    eps = compose([*history, GaussianSteps(sigma, q, steps)], delta=DELTA, accountant=accountant)
-    assert eps.epsilon is not None
-    return eps.epsilon
+def composed(history: Sequence[Mechanism], steps: GaussianSteps, accountant: str) -> float:
+    eps = compose([*history, steps], delta=DELTA, accountant=accountant).epsilon
+    assert eps is not None
+    return eps
 
 
 HISTORIES: dict[str, list[Mechanism]] = {
@@ -75,7 +73,7 @@ HISTORIES: dict[str, list[Mechanism]] = {
 @pytest.mark.parametrize("name", HISTORIES)
 def test_after_a_history_sigma_fits_and_half_a_percent_less_does_not(name: str) -> None:
     # RDP keeps these quick; the PRV path follows.
-    history, shape = HISTORIES[name], {"q": 0.1, "steps": 10, "accountant": "rdp"}
+    history = HISTORIES[name]
     base = compose(history, delta=DELTA, accountant="rdp").epsilon
     assert base is not None
     target = base + 1.0
@@ -87,21 +85,21 @@ def test_after_a_history_sigma_fits_and_half_a_percent_less_does_not(name: str) 
         accountant="rdp",
         history=history,
     )
-    assert composed(history, sigma, **shape) <= target < composed(history, 0.995 * sigma, **shape)
+    fits = composed(history, GaussianSteps(sigma, 0.1, 10), "rdp")
+    assert fits <= target < composed(history, GaussianSteps(0.995 * sigma, 0.1, 10), "rdp")
 
 
 @pytest.mark.parametrize(("target", "steps"), [(4.0, 24), (3.05, 240)])
 def test_a_fine_tune_after_the_default_training_fits_the_composed_target(
     target: float, steps: int
 ) -> None:
-    # 3.05 leaves PRV little room above the training's 3.0, less than RDP's own bound of the
-    # training (3.08) would: PRV then searches without RDP's start.
-    shape = {"q": 0.125, "steps": steps, "accountant": "prv"}
+    # PRV bounds the training by 2.99, RDP by 3.25: at 3.05, RDP cannot give PRV its start and
+    # PRV searches on its own.
     sigma = calibrate_noise_multiplier(
         target_epsilon=target, delta=DELTA, sample_rate=0.125, steps=steps, history=[TRAINING]
     )
-    fits = composed([TRAINING], sigma, **shape)
-    assert fits <= target < composed([TRAINING], 0.995 * sigma, **shape)
+    fits = composed([TRAINING], GaussianSteps(sigma, 0.125, steps), "prv")
+    assert fits <= target < composed([TRAINING], GaussianSteps(0.995 * sigma, 0.125, steps), "prv")
 
 
 def test_a_history_that_already_spends_the_target_is_one_line() -> None:

@@ -25,6 +25,7 @@ def prv(history: list[tuple[float, float, int]]) -> float:
 def test_gaussian_steps_compose_as_one_accountant_history() -> None:
     g = compose([GaussianSteps(*LADP), GaussianSteps(*FINETUNE)], delta=DELTA)
     assert (g.delta, g.accountant) == (DELTA, "prv")
+    assert g.epsilon is not None
     assert g.epsilon == pytest.approx(prv([LADP, FINETUNE]), rel=1e-9)
     # One accountant over the whole history is tighter than adding the two ε's.
     assert g.epsilon < prv([LADP]) + prv([FINETUNE])

@@ -14,8 +14,9 @@ from pipelines.config import Config
 from pipelines.data import load_dataset, make_splits
 from pipelines.progress import Reporter
 from pipelines.runner import run_pipeline
+from privacy.clipping import clipped_grad_sums
+from privacy.config import LADPConfig
 from privacy.dpsgd import dpsgd_engine, flat_group, opacus_clipped_sums
-from privacy.ladp import LADPConfig, clipped_grad_sums
 
 
 def test_dpsgd_epsilon_matches_a_fresh_accountant_and_the_target() -> None:

@@ -28,7 +28,9 @@ from pipelines.context import RunContext
 from pipelines.data import load_dataset, make_splits
 from pipelines.progress import Reporter
 from pipelines.stages.training import TrainLADP
-from privacy.ladp import LADPConfig, LADPEngine, group_noise_stds
+from privacy.config import LADPConfig
+from privacy.groups import group_noise_stds
+from privacy.ladp import LADPEngine
 from tests.conftest import TINY
 
 N, Q = 500, 0.2
@@ -45,6 +47,7 @@ def engine_on_digits(**overrides: Any) -> LADPEngine:
             "expected_batch_size": int(N * Q),
             "lr": 0.1,
             "momentum": 0.0,
+            "allocation": "uniform",  # no public data here
             **overrides,
         }
     )

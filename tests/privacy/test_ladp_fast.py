@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -10,23 +11,16 @@ import torch
 from torch import nn
 
 from models.zoo import build_model
+from privacy import LADPConfig, make_private
+from privacy.clipping import clipped_grad_sums, per_example_grads
 from privacy.fastpath import (
     SHIFTED_MIN_CHANNELS,
     fast_clipped_grad_sums,
     per_example_sq_norms,
     supports_fast_path,
 )
-from privacy.ladp import (
-    LADPConfig,
-    LayerGroup,
-    check_groups,
-    clipped_grad_sums,
-    group_noise_stds,
-    layer_groups,
-    make_private,
-    per_example_grads,
-    train_ladp,
-)
+from privacy.groups import LayerGroup, check_groups, group_noise_stds, layer_groups
+from privacy.ladp import train_ladp
 from privacy.sensitivity import allocate, fisher_schedule, fisher_sensitivities, group_sizes
 
 torch.set_num_threads(1)
@@ -219,7 +213,10 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return gen.normal(size=(80, 1, 8, 8)).astype(np.float32), gen.integers(0, 3, 80)
 
 
-TINY = LADPConfig(epsilon=2.0, delta=1e-3, epochs=1, expected_batch_size=20, lr=0.5)
+# "uniform" unless a test passes public data (the default, "matched", reads it).
+TINY = LADPConfig(
+    epsilon=2.0, delta=1e-3, epochs=1, expected_batch_size=20, lr=0.5, allocation="uniform"
+)
 
 
 def small_cnn() -> nn.Module:
@@ -264,3 +261,25 @@ def test_make_private_front_door(data: tuple[np.ndarray, np.ndarray]) -> None:
     same = train_ladp(small_cnn(), x, y, config=TINY, seed=1, noise_seed=3).model
     for p, q in zip(result.model.parameters(), same.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_make_private_takes_the_engines_parts_by_name(data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = data
+    model = small_cnn()
+    groups = layer_groups(model, clip_norm=0.5)
+    seen: list[int] = []
+
+    def sums(
+        m: nn.Module, xb: torch.Tensor, yb: torch.Tensor, gs: Sequence[LayerGroup]
+    ) -> dict[str, torch.Tensor]:
+        seen.append(len(gs))
+        return clipped_grad_sums(m, xb, yb, gs)
+
+    engine = make_private(model, x, y, config=TINY, groups=groups, clipped_sums=sums)
+    engine.step()
+    assert engine.groups == groups and seen == [len(groups)]
+    # The library's own default reads public data: without it, one line says what to pass.
+    with pytest.raises(ValueError, match="needs public data"):
+        make_private(small_cnn(), x, y)
+    matched = make_private(small_cnn(), x, y, public_x=x[:16], public_y=y[:16])
+    assert matched.config.allocation == "matched" and matched.group_schedule is not None

@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from models.zoo import MODELS
 from pipelines.artifacts import artifact_files, artifact_hash
 from pipelines.config import Config, to_toml
 from pipelines.context import RunContext
 from pipelines.data import Splits, load_dataset, make_splits
 from pipelines.errors import PrivcompError
-from pipelines.evaluation import measure_artifact
+from pipelines.evaluation import check_evaluate_config, measure_artifact
 from pipelines.ledger import Budget, Ledger, check_budget, plan_spend
 from pipelines.progress import Reporter
 from pipelines.releases import ReleaseLog
@@ -52,6 +55,10 @@ def plan(names: list[str], config: Config) -> list[Stage]:
         stages.append(cls(config.get(name, {})))
     if config["run"]["evaluate"] not in EVALUATE_MODES:
         raise PrivcompError(f"run.evaluate must be one of {', '.join(EVALUATE_MODES)}")
+    if config["run"]["model"] not in MODELS:
+        known = ", ".join(sorted(MODELS))
+        raise PrivcompError(f"unknown model '{config['run']['model']}' (known: {known})")
+    check_evaluate_config(config["evaluate"])  # not first found after a stage has trained
     return stages
 
 
@@ -91,8 +98,8 @@ def run_pipeline(
 def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict[str, Any]:
     run_dir, config, reporter = ctx.run_dir, ctx.config, ctx.reporter
     _prepare_run_dir(run_dir, config, ctx.splits)
-    reporter.info(f"run directory: {run_dir}")
     previous = _previous_records(run_dir)
+    reporter.info(f"run directory: {escape(str(run_dir))}")
     ledger = Ledger(Budget.from_config(config), warn=reporter.info)
     ctx.ledger = ledger
     log = ReleaseLog(run_dir)

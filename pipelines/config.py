@@ -186,13 +186,17 @@ def parse_override(item: str) -> tuple[str, str, Any]:
 def _merge(config: Config, update: dict[str, Any], *, origin: str) -> None:
     for section, values in update.items():
         if section not in config:
-            raise PrivcompError(f"{origin}: unknown config section '{section}'")
+            known = ", ".join(config)
+            raise PrivcompError(f"{origin}: unknown config section '{section}' (known: {known})")
         if not isinstance(values, dict):
             raise PrivcompError(f"{origin}: '{section}' must be a table of settings")
         for key, value in values.items():
             if section not in _OPEN_SECTIONS:
                 if key not in config[section]:
-                    raise PrivcompError(f"{origin}: unknown config key '{section}.{key}'")
+                    known = ", ".join(config[section])
+                    raise PrivcompError(
+                        f"{origin}: unknown config key '{section}.{key}' (known: {known})"
+                    )
                 name, default = f"{section}.{key}", DEFAULTS[section][key]
                 if section in _SEARCH_SECTIONS and is_candidate_list(key, value):
                     value = _coerce_candidates(value, default, name, origin)
@@ -238,3 +242,16 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def with_run_settings(
+    config: Config, *, seed: int | None = None, evaluate: str | None = None
+) -> Config:
+    """The configuration with the command line's own options (`--seed`, `--evaluate`) applied as
+    the typed values they are; they win over the file and `--set`. The input is not changed."""
+    run = dict(config["run"])
+    if seed is not None:
+        run["seed"] = seed
+    if evaluate is not None:
+        run["evaluate"] = evaluate
+    return {**config, "run": run}

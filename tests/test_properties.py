@@ -151,7 +151,7 @@ DELTA = 1e-5
 # monotone up to floating-point error.
 TOLERANCE = 1e-9
 
-gaussian = st.builds(
+gaussian: st.SearchStrategy[dict[str, Any]] = st.builds(
     dict,
     noise_multiplier=st.floats(0.5, 5.0),
     sample_rate=st.floats(0.001, 0.2),

@@ -90,7 +90,7 @@ SETTING_CASES = [
     (["train"], ["run.dataset=mnist"], ["dataset 'mnist' is read from a local folder"]),
     (["train"], ["run.dataset=mnist", 'run.data_root="/nonexistent"'], ["/nonexistent/MNIST/raw"]),
     (["train"], ["run.dataset=csv", 'run.data_root="/nonexistent"'], ["/nonexistent/data.csv"]),
-    (["train"], ["run.dataset=imagefolder", 'run.data_root="/nonexistent"'], ["imagefolder"]),
+    (["train"], ["run.dataset=imagefolder", 'run.data_root="/nonexistent"'], ["per class"]),
     (["train"], ["model.width=16", "train-ladp.epsilon=1"], ["holds a run with a different"]),
 ]
 

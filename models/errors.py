@@ -8,4 +8,5 @@ class UserError(Exception):
 
 
 class ModelFileError(UserError):
-    """A model file that cannot be used: missing, corrupt or failing the full ONNX check."""
+    """A model file that cannot be used: a model folder whose arch.json or weights are missing,
+    unreadable or inconsistent, or an ONNX file that fails the full check."""

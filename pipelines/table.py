@@ -1,14 +1,35 @@
-"""The end-of-run table: one row per stage, the numbers a user compares."""
+"""The end-of-run table: one row per stage, the numbers a user compares.
+
+No number is ever cut: sizes are written compactly (22.7k params, 44.7 MB), and on a terminal
+too narrow for the row a cell folds onto a second line instead of ending in an ellipsis.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich import box
+from rich.console import JustifyMethod
+from rich.markup import escape
 from rich.table import Table
 
 from privacy.accounting import format_epsilon
 from privacy.randomness import REPRODUCIBLE
+
+PREFIXES = ("", "k", "M", "G", "T", "P")
+COLUMNS = ("stage", "ε", "test acc", "params", "MACs", "bytes", "AUC", "TPR@.1%")
+
+
+def compact(value: float, *, unit: str = "") -> str:
+    """Three significant digits and an SI prefix: 22698 -> "22.7k", 11172810 -> "11.2M";
+    with unit "B": 44700000 -> "44.7 MB", 912 -> "912 B"."""
+    text, prefix = "", PREFIXES[0]
+    for prefix in PREFIXES:
+        text = f"{value:.3g}"
+        if abs(float(text)) < 1000 or prefix == PREFIXES[-1]:
+            break
+        value /= 1000
+    return f"{text} {prefix}{unit}" if unit else f"{text}{prefix}"
 
 
 def _strongest(attacks: dict[str, dict[str, Any]]) -> tuple[str, str]:
@@ -20,31 +41,38 @@ def _strongest(attacks: dict[str, dict[str, Any]]) -> tuple[str, str]:
     return f"{auc[1]['auc']:.3f}", f"{tpr[1]['tpr_at_0_1pct_fpr']:.4f}"
 
 
+def summary_row(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The cells of one stage's row, as printed."""
+    auc, tpr = _strongest(entry["attacks"])
+    size = entry["size"]
+    return (
+        entry["name"],
+        format_epsilon(entry["privacy"]["epsilon"]),
+        f"{entry['utility']['test_accuracy']:.3f}",
+        compact(size["params"]),
+        compact(size.get("macs", 0)),
+        compact(size["bytes"], unit="B"),
+        auc,
+        tpr,
+    )
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     run = summary["run"]
-    table = Table(title=f"privcomp · {run['dataset']} · {run['model']} · seed {run['seed']}")
+    title = f"privcomp · {run['dataset']} · {run['model']} · seed {run['seed']}"
+    table = Table(title=escape(title))
     table.box = box.SIMPLE_HEAD  # fits 80 columns: rows are read, not framed
     table.padding = (0, 1)
     table.pad_edge = False
-    columns = ("stage", "ε", "test acc", "params", "MACs", "bytes", "AUC", "TPR@.1%")
-    for column in columns:
-        left = column == "stage"
-        table.add_column(column, justify="left" if left else "right", no_wrap=True)
+    for column in COLUMNS:
+        justify: JustifyMethod = "left" if column == "stage" else "right"
+        table.add_column(column, justify=justify, overflow="fold", no_wrap=False)
     table.caption = (
-        "ε rounded up; AUC, TPR@.1% (FPR): the strongest attack per stage; all in summary.json"
+        "ε rounded up; sizes to 3 digits; AUC, TPR@.1% (FPR): the strongest attack per stage; "
+        "all in summary.json"
     )
     if run.get("noise") == REPRODUCIBLE:
-        table.caption += f"\n[bold red]warning: {run['noise_note']}[/bold red]"
+        table.caption += f"\n[bold red]warning: {escape(run['noise_note'])}[/bold red]"
     for entry in summary["stages"]:
-        auc, tpr = _strongest(entry["attacks"])
-        table.add_row(
-            entry["name"],
-            format_epsilon(entry["privacy"]["epsilon"]),
-            f"{entry['utility']['test_accuracy']:.3f}",
-            f"{entry['size']['params']:,}",
-            f"{entry['size'].get('macs', 0) / 1e6:.2f}M",
-            f"{entry['size']['bytes']:,}",
-            auc,
-            tpr,
-        )
+        table.add_row(*(escape(cell) for cell in summary_row(entry)))
     return table

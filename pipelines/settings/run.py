@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from models.zoo import MODELS
+from pipelines.errors import PrivcompError
 from pipelines.settings.base import OpenSection, Section, one_of, require, setting
 from privacy.hyperparameters import SearchConfig
 
@@ -26,6 +28,11 @@ class RunSettings(Section):
 
     def __post_init__(self) -> None:
         one_of("run", "evaluate", self.evaluate, EVALUATE_MODES)
+        if self.model not in MODELS:
+            raise PrivcompError(
+                f"unknown model '{self.model}' (known: {', '.join(sorted(MODELS))})"
+            )
+        require(self.seed >= 0, f"run.seed must be >= 0, got {self.seed}")
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,6 @@ class TrainDPSGD(_DPTraining):
 
     name = "train-dpsgd"
     privacy_cost = "(epsilon, delta)-DP, DP-SGD (flat clipping), accounted like train-ladp"
-    summary = "plain DP-SGD (Opacus per-example gradients) on the members (its own section)"
+    summary = "plain DP-SGD (Opacus per-example gradients) on the members ([train-dpsgd])"
     Config = TrainDPSGDSettings
     engine = "dp-sgd"

@@ -50,7 +50,7 @@ class Section:
         values: dict[str, Any] = {}
         for key, value in table.items():
             if key not in known:
-                listed = ", ".join(sorted(known))
+                listed = ", ".join(known)
                 raise PrivcompError(
                     f"{origin}: unknown config key '{cls.name}.{key}' (known: {listed})"
                 )

@@ -38,7 +38,7 @@ def test_file_then_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.epoch=3", r"unknown config key 'train.epoch' \(known: batch_size, epochs"),
+        ("train.epoch=3", r"unknown config key 'train.epoch' \(known: epochs, batch_size"),
         ("nosuch.key=1", "unknown config section 'nosuch' \\(known: run, data"),
         ("train.epochs=many", "'train.epochs' expects a int"),
         ("epsilon", "section.key=value"),

@@ -258,8 +258,23 @@ def inspect_warnings(metadata: dict[str, str]) -> list[str]:
     return lines
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main() -> None:
+    """The console entry point: a usage error (a bad option value, a missing argument) is one
+    line on stderr and exit 2, like every other bad input."""
+    from typer.exceptions import TyperException  # the base of typer's (vendored click) errors
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pipeline`: the help
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(EXIT_USER_ERROR)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"error: {' '.join(message.split())} (see --help)", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

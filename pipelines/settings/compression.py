@@ -145,3 +145,4 @@ class DistillSettings(Section):
             self.student_hidden >= 1 and self.lr > 0,
             "distill.student_hidden must be >= 1 and distill.lr > 0",
         )
+        require(0 < self.delta < 1, f"distill.delta must be in (0, 1), got {self.delta}")

@@ -59,6 +59,8 @@ class EvaluateSettings(Section):
         one_of("evaluate", "executor", self.executor, sorted(EXECUTORS))
         one_of("evaluate", "augment", self.augment, AUGMENTATIONS)
         require(self.workers >= 1, "evaluate.workers must be >= 1")
+        require(0 < self.delta < 1, f"evaluate.delta must be in (0, 1), got {self.delta}")
+        require(self.samples >= 1, f"evaluate.samples must be >= 1, got {self.samples}")
         require(
             self.shadow_models >= 2 and self.shadow_epochs >= 1,
             "evaluate.shadow_models must be >= 2 and shadow_epochs >= 1",

@@ -157,3 +157,18 @@ def test_run_prints_the_summary_table_whole_through_a_pipe(tmp_path: Path) -> No
         cells = summary_row(entry)
         assert any(line.split() == " ".join(cells).split() for line in lines), proc.stdout
     assert summary["stages"][1]["attacks"] and not summary["stages"][0]["attacks"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "train", "--evaluate", "sometimes"], "Invalid value for '--evaluate'"),
+        (["run", "train", "--seed", "x"], "Invalid value for '--seed'"),
+        (["run"], "Missing argument 'stages'"),
+    ],
+)
+def test_a_usage_error_is_one_line_too(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = pipeline(*args, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,7 @@ from pipelines.spend import POST_PROCESSING, Spend
 if TYPE_CHECKING:
     from pipelines.context import RunContext
 
-__all__ = ["POST_PROCESSING", "Spend", "Stage", "StageResult"]
+__all__ = ["POST_PROCESSING", "STAGES", "Spend", "Stage", "StageResult", "register_stage"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,16 @@ class Stage(ABC, Generic[C]):
 
     @abstractmethod
     def run(self, ctx: RunContext) -> StageResult: ...
+
+
+# The registry `pipeline run NAME...` looks names up in; importing pipelines.stages fills it.
+STAGES: dict[str, type[Stage]] = {}
+
+S = TypeVar("S", bound=type[Stage])
+
+
+def register_stage(cls: S) -> S:
+    if cls.name in STAGES:
+        raise ValueError(f"stage '{cls.name}' is already registered")
+    STAGES[cls.name] = cls
+    return cls

@@ -27,8 +27,7 @@ from pipelines.artifacts import MODEL
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.settings.compression import DistillSettings
-from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
-from pipelines.stages import register_stage
+from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult, register_stage
 from privacy.pate import PATEConfig, PATEResult, pate_label, pate_spend
 
 

@@ -8,8 +8,7 @@ from pipelines.artifacts import MODEL, ONNX_MODEL
 from pipelines.context import RunContext
 from pipelines.evaluation import measure
 from pipelines.settings.evaluation import EvaluateSettings
-from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
-from pipelines.stages import register_stage
+from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult, register_stage
 
 
 @register_stage

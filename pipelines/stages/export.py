@@ -8,8 +8,7 @@ from pipelines.compressing import RECORD_KEY, export_latest, save_record
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.settings.compression import ExportSettings
-from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
-from pipelines.stages import register_stage
+from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult, register_stage
 
 
 @register_stage

@@ -16,8 +16,7 @@ from pipelines.compressing import RECORD_KEY, prune_data, prune_record, save_rec
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.settings.compression import PruneSettings as PruneStageSettings
-from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
-from pipelines.stages import register_stage
+from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult, register_stage
 from privacy.calibration import calibrate_noise_multiplier
 from privacy.composition import GaussianSteps, compose
 from privacy.ladp import sampling_plan, train_ladp

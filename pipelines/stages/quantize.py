@@ -24,8 +24,7 @@ from pipelines.errors import PrivcompError
 from pipelines.onnx_metadata import onnx_metadata, strongest_attack
 from pipelines.settings.compression import QuantizeSettings as QuantizeStageSettings
 from pipelines.spend import Guarantee
-from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult
-from pipelines.stages import register_stage
+from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult, register_stage
 
 
 @register_stage

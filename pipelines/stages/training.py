@@ -21,8 +21,7 @@ from pipelines.settings.training import (
     TrainLADPSettings,
     TrainSettings,
 )
-from pipelines.stage import Spend, Stage, StageResult
-from pipelines.stages import register_stage
+from pipelines.stage import Spend, Stage, StageResult, register_stage
 from privacy.engines import build_engine
 from privacy.ladp import LADPConfig, LADPEngine, LADPResult, plan_noise
 from privacy.search import SearchPlan, SearchSpace, plan_search, public_accuracy, run_search

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 import privacy.ladp
 import privacy.step
-from pipelines.audit import audit_run, gdp_bounds, threshold_epsilon
+from pipelines.audit import audit_run
+from pipelines.audit_statistics import gdp_bounds, threshold_epsilon
 from pipelines.cli import app
 from pipelines.config import load_config
 from pipelines.progress import Reporter

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.rundir import read_json, write_json
+from pipelines.rundir import read_json, stage_dir_name, write_json
 from pipelines.spend import Spend
 
 RELEASES = "releases.json"
@@ -96,15 +96,19 @@ class ReleaseLog:
             releases.append(done)
         self._write(releases)
 
-    def settle(self, position: int, stage: str, stage_dir: Path) -> None:
-        """Resolve an interrupted attempt of this stage before it runs again."""
+    def settle(self, run_dir: Path) -> None:
+        """Resolve every interrupted attempt (a "started" entry) before a run: one that wrote
+        files in its stage folder counts as a release (its planned spend is an upper bound);
+        one that wrote nothing released nothing and is dropped. Done for every position, so an
+        attempt of a stage the next pipeline does not run still counts in the total."""
         releases = self._read()
-        wrote = stage_dir.is_dir() and any(p.is_file() for p in stage_dir.rglob("*"))
         settled = []
         for r in releases:
-            if r.status != STARTED or (r.position, r.stage) != (position, stage):
+            if r.status != STARTED:
                 settled.append(r)
-            elif wrote:  # it may have released what it wrote: count it
+                continue
+            folder = run_dir / stage_dir_name(r.position, r.stage)
+            if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):
                 settled.append(replace(r, status=INTERRUPTED))
         if settled != releases:
             self._write(settled)

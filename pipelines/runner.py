@@ -76,6 +76,7 @@ def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict
     reporter.info(f"run directory: {escape(str(run_dir))}")
     ctx.ledger = Ledger(Budget.from_settings(ctx.config.budget), warn=reporter.info)
     log = ReleaseLog(run_dir)
+    log.settle(run_dir)  # interrupted attempts of any stage: counted when they wrote files
     pipeline = {position: stage.name for position, stage in enumerate(stages, start=1)}
     for release in log.outside(pipeline):  # another pipeline's releases in this run dir
         ctx.ledger.record_elsewhere(stage_dir_name(release.position, release.stage), release.spend)
@@ -159,7 +160,14 @@ def _run_or_reuse(
     finally:
         ctx.planned = None
     seconds = round(time.perf_counter() - start, 3)
-    check_spend_matches_plan(stage.name, planned, result.spend)
+    try:
+        check_spend_matches_plan(stage.name, planned, result.spend)
+    except RuntimeError:
+        # A refused result is not released: its files go before anyone can take them, and
+        # its "started" entry (a plan it did not keep) with them.
+        shutil.rmtree(ctx.stage_dir)
+        log.settle(ctx.run_dir)
+        raise
     outputs = {k: artifact_hash(k, p) for k, p in result.outputs.items()}
     record: dict[str, Any] = {
         "position": ctx.position,
@@ -179,7 +187,6 @@ def _admit(ctx: RunContext, stage: Stage, *, rerun_dp: bool) -> tuple[Spend, lis
     """Plan the stage against the live ledger and admit it, with every earlier release of it
     (a lost or replaced one counts: anyone may hold its files)."""
     log = ReleaseLog(ctx.run_dir)
-    log.settle(ctx.position, stage.name, ctx.stage_dir)  # an interrupted attempt that wrote files
     released = [r.spend for r in log.at(ctx.position, stage.name)]
     if released and not rerun_dp:
         raise PrivcompError(

@@ -167,12 +167,11 @@ gaussian: st.SearchStrategy[dict[str, Any]] = st.builds(
 
 
 def dp_spend(mechanism: dict[str, Any], *, continues: bool) -> Spend:
-    details: dict[str, Any] = {**mechanism, "accountant": "rdp", "dataset": "members"}
-    if continues:
-        details["lineage"] = "continue"
+    details: dict[str, Any] = {**mechanism, "accountant": "rdp"}
+    lineage = "continue" if continues else "new"
     own = Spend(kind="dp", epsilon=None, delta=DELTA, details=details)
     epsilon = compose([own.mechanism], delta=DELTA, accountant="rdp").epsilon
-    return Spend(kind="dp", epsilon=epsilon, delta=DELTA, details=details)
+    return Spend(kind="dp", epsilon=epsilon, delta=DELTA, lineage=lineage, details=details)
 
 
 @settings(max_examples=30, deadline=None)
@@ -181,12 +180,16 @@ def test_composition_in_the_ledger_never_lowers_epsilon(
     spends: list[tuple[dict[str, Any], bool]],
 ) -> None:
     ledger = Ledger()
-    total = 0.0
+    total, previous = 0.0, 0.0
     for i, (mechanism, continues) in enumerate(spends):
         spend = dp_spend(mechanism, continues=continues and i > 0)
         guarantee = ledger.record(f"stage-{i}", spend)
         assert spend.epsilon is not None and guarantee.epsilon is not None
         assert guarantee.epsilon >= spend.epsilon * (1 - TOLERANCE)  # the artifact's own
+        if spend.lineage == "continue":  # a fine-tune composes with its input's lineage
+            assert guarantee.epsilon >= previous * (1 - TOLERANCE)
+            assert guarantee.epsilon > spend.epsilon * (1 + TOLERANCE)
+        previous = guarantee.epsilon
         now = ledger.total().epsilon
         assert now is not None and now >= total * (1 - TOLERANCE)  # the data set's running total
         assert now >= guarantee.epsilon * (1 - TOLERANCE)

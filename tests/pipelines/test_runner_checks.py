@@ -1,0 +1,82 @@
+"""The runner's own checks, each with the mutation that would make it fail: the plan of every
+stage is checked before anything is written, a spend that is not the admitted plan is refused and
+not released, and attack numbers reach a shipped ONNX file only when asked for."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from models.onnx_io import read_metadata
+from pipelines.config import load_config
+from pipelines.context import RunContext
+from pipelines.errors import PrivcompError
+from pipelines.progress import Reporter
+from pipelines.runner import run_pipeline
+from pipelines.spend import Spend
+from pipelines.stages.training import TrainLADP
+from tests.conftest import TINY
+
+QUIET = Reporter(Console(file=io.StringIO()))
+FAST = [*TINY, 'train-ladp.accountant="rdp"']
+
+
+def test_a_run_whose_later_stage_passes_the_budget_writes_nothing(tmp_path: Path) -> None:
+    """Each training fits the budget alone (ε 4 of 5), the two together do not: refused before
+    the first one reads the members."""
+    config = load_config(None, [*FAST, 'train-dpsgd.accountant="rdp"', "budget.epsilon=5.0"])
+    with pytest.raises(PrivcompError, match="budget: stage 'train-ladp'"):
+        run_pipeline(
+            ["train-dpsgd", "train-ladp"], config=config, run_dir=tmp_path / "run", reporter=QUIET
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_spend_that_is_not_the_admitted_plan_is_refused_and_not_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    honest = TrainLADP.planned_spend
+
+    def looser_plan(self: TrainLADP, ctx: RunContext) -> Spend:
+        """Admit a σ 10% above the one the stage will run: the run gets less noise."""
+        planned = honest(self, ctx)
+        sigma = planned.details["noise_multiplier"] * 1.1
+        return replace(planned, details={**planned.details, "noise_multiplier": sigma})
+
+    monkeypatch.setattr(TrainLADP, "planned_spend", looser_plan)
+    config = load_config(None, [*FAST, 'run.evaluate="none"'])
+    with pytest.raises(RuntimeError, match="spent another mechanism than admitted"):
+        run_pipeline(["train-ladp"], config=config, run_dir=tmp_path, reporter=QUIET)
+    assert not (tmp_path / "01-train-ladp").exists()  # the refused model is gone
+    releases = json.loads((tmp_path / "releases.json").read_text())["releases"]
+    assert releases == []  # and nothing was released
+
+
+@pytest.mark.parametrize("attack_metadata", [False, True])
+def test_attack_numbers_reach_the_onnx_files_only_when_asked(
+    tmp_path: Path, attack_metadata: bool
+) -> None:
+    """With every artifact attacked (run.evaluate each), as the default run does."""
+    config = load_config(
+        None,
+        [
+            *FAST,
+            'evaluate.attacks=["loss"]',
+            f"export.attack_metadata={str(attack_metadata).lower()}",
+        ],
+    )
+    run_pipeline(["train", "export", "quantize"], config=config, run_dir=tmp_path, reporter=QUIET)
+    for path in (
+        tmp_path / "02-export" / "model.onnx",
+        tmp_path / "03-quantize" / "model.int8.onnx",
+    ):
+        keys = [k for k in read_metadata(path) if k.startswith("privcomp.attack")]
+        if attack_metadata:
+            assert "privcomp.attack.auc" in keys and "privcomp.attack.note" in keys, path
+        else:
+            assert keys == [], path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,10 @@ ROC_POINTS = 100  # log-spaced points of each ROC curve kept in metrics.json
 __all__ = ["measure", "measure_latest", "reference_set"]
 
 
-def measure_latest(ctx: RunContext, *, final: bool) -> Measurement:
+def measure_latest(ctx: RunContext, *, final: bool, audit: Sequence[str] = ()) -> Measurement:
     """The measurement of the latest artifact after the current stage: accuracy and size always,
-    attacks per run.evaluate. What the stage's metrics.json already holds of this same artifact
-    (a resumed run) and what the store has are reused."""
+    attacks per run.evaluate and the stage's `audit` attacks. What the stage's metrics.json
+    already holds of this same artifact (a resumed run) and what the store has are reused."""
     assert ctx.latest is not None
     path = ctx.artifacts[ctx.latest]
     on_disk = ctx.stage_dir / "metrics.json"
@@ -60,9 +61,8 @@ def measure_latest(ctx: RunContext, *, final: bool) -> Measurement:
             ctx.measurements.put(earlier)
     mode = ctx.config.run.evaluate
     attacked = mode == "each" or (final and mode == "last")
-    return measure(
-        ctx, ctx.latest, path, attacks=list(ctx.config.evaluate.attacks) if attacked else []
-    )
+    wanted = [*(ctx.config.evaluate.attacks if attacked else []), *audit]
+    return measure(ctx, ctx.latest, path, attacks=list(dict.fromkeys(wanted)))
 
 
 def measure(ctx: RunContext, name: str, path: Path, *, attacks: list[str]) -> Measurement:

@@ -91,7 +91,8 @@ def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict
         _advance(ctx, stage, result, earlier)
         write_json(run_dir / "manifest.json", {"stages": records})
         write_json(run_dir / "ledger.json", ctx.ledger.to_dict())
-        measured = measure_latest(ctx, final=position == len(stages))
+        final = position == len(stages)
+        measured = measure_latest(ctx, final=final, audit=stage.audit_attacks)
         write_json(ctx.stage_dir / "metrics.json", {"stage": result.metrics, **measured.to_json()})
         if result.outputs:
             rows.append(artifact_row(ctx, stage.name, record["seconds"], measured.artifact))

@@ -57,6 +57,12 @@ class Stage(ABC, Generic[C]):
         private search's number of repetitions): the runner then records no seconds."""
         return False
 
+    @property
+    def audit_attacks(self) -> tuple[str, ...]:
+        """Attacks the latest artifact must have been measured with after this stage (the
+        evaluate stage's audit): the runner measures what is missing, on a resumed run too."""
+        return ()
+
     def check(self, ctx: RunContext) -> None:  # noqa: B027 - optional hook
         """Validate settings against the data before any stage runs (raise PrivcompError)."""
 

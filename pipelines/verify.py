@@ -1,7 +1,7 @@
 """The runner's check that a stage spent what it was admitted for: the planned mechanism (same
-kind, data set and lineage; the same σ and q with no more steps, or the same RDP curve), with an
-ε no larger than the plan's. A stage that ran another mechanism than the one the budget admitted
-is a bug, and its result is refused."""
+kind, data set and lineage; the same δ, accountant and noise mode; the same σ and q with no more
+steps, or the same RDP curve), with an ε no larger than the plan's. A stage that ran another
+mechanism than the one the budget admitted is a bug, and its result is refused."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def spend_problems(planned: Spend, spent: Spend) -> list[str]:
     ]
     if problems or planned.kind != "dp":
         return problems
+    if spent.delta != planned.delta:
+        problems.append(f"delta {spent.delta} != planned {planned.delta}")
+    for key in ("accountant", "noise"):
+        if key in planned.details and spent.details.get(key) != planned.details[key]:
+            problems.append(f"{key} {spent.details.get(key)!r} != planned {planned.details[key]!r}")
     plan, got = planned.mechanism, spent.mechanism
     if isinstance(plan, GaussianSteps) and isinstance(got, GaussianSteps):
         same = math.isclose(got.noise_multiplier, plan.noise_multiplier, rel_tol=1e-12)

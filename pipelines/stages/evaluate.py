@@ -23,12 +23,16 @@ class Evaluate(Stage[EvaluateSettings]):
     summary = "every attack of evaluate.audit_attacks on the latest artifact"
     Config = EvaluateSettings
 
+    @property
+    def audit_attacks(self) -> tuple[str, ...]:
+        return tuple(self.config.audit_attacks)
+
     def planned_spend(self, ctx: RunContext) -> Spend:
         return POST_PROCESSING  # its numbers go to the data owner, never into an artifact
 
     def run(self, ctx: RunContext) -> StageResult:
         assert ctx.latest is not None
         path = ctx.artifact(ctx.latest)
-        measured = measure(ctx, ctx.latest, path, attacks=list(self.config.audit_attacks))
+        measured = measure(ctx, ctx.latest, path, attacks=list(self.audit_attacks))
         audited = str(path.relative_to(ctx.run_dir))
         return StageResult({}, POST_PROCESSING, {"audited": audited, "artifact": measured.artifact})

@@ -80,3 +80,16 @@ def test_attack_numbers_reach_the_onnx_files_only_when_asked(
             assert "privcomp.attack.auc" in keys and "privcomp.attack.note" in keys, path
         else:
             assert keys == [], path
+
+
+def test_a_resumed_audit_keeps_its_attacks(tmp_path: Path) -> None:
+    """Killed after the manifest but before the evaluate stage's metrics.json: the resumed run
+    measures the audit's attacks again, so its summary is the uninterrupted one."""
+    config = load_config(
+        None, [*FAST, 'evaluate.attacks=["loss"]', 'evaluate.audit_attacks=["loss", "gap"]']
+    )
+    first = run_pipeline(["train", "evaluate"], config=config, run_dir=tmp_path, reporter=QUIET)
+    assert set(first["stages"][-1]["attacks"]) == {"loss", "gap"}
+    (tmp_path / "02-evaluate" / "metrics.json").unlink()
+    again = run_pipeline(["train", "evaluate"], config=config, run_dir=tmp_path, reporter=QUIET)
+    assert again["stages"] == first["stages"]

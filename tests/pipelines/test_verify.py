@@ -13,7 +13,13 @@ PLAN = Spend(
     kind="dp",
     epsilon=3.0,
     delta=1e-5,
-    details={"noise_multiplier": 1.1, "sample_rate": 0.1, "steps": 300, "accountant": "prv"},
+    details={
+        "noise_multiplier": 1.1,
+        "sample_rate": 0.1,
+        "steps": 300,
+        "accountant": "prv",
+        "noise": "secure",
+    },
 )
 
 
@@ -37,6 +43,9 @@ def test_a_spend_that_keeps_to_its_plan_passes() -> None:
         (replace(PLAN, dataset="public"), "dataset"),
         (replace(PLAN, lineage="continue"), "lineage"),
         (Spend(kind="none"), "kind"),
+        (replace(PLAN, delta=0.5), "delta 0.5 != planned 1e-05"),
+        (changed(accountant="rdp"), "accountant 'rdp'"),
+        (changed(noise="reproducible"), "noise 'reproducible'"),
         (replace(PLAN, details={"rdp_orders": [2.0], "rdp": [0.1]}), "mechanism"),
     ],
 )

@@ -9,11 +9,17 @@ against the live ledger, which also holds earlier releases from the run dir, and
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
+import numpy as np
+import torch
+
+from models.zoo import seeded_model
 from pipelines.config import Config
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
+from pipelines.evaluation import candidate_pool
 from pipelines.ledger import Budget, Ledger
 from pipelines.stage import Stage
 from pipelines.stages import STAGES
@@ -52,3 +58,24 @@ def check_budget(stages: list[Stage], ctx: RunContext) -> Ledger:
         ledger.admit(stage.name, planned)
         ledger.record(stage.name, planned)
     return ledger
+
+
+def check_run(stages: list[Stage], ctx: RunContext) -> None:
+    """What every run needs and only the data can tell, before anything is written: the
+    configured model builds and takes one example of the data set (training stages, PATE's
+    teachers and the references all build it), and the attacks have an evaluation pair and a
+    population when any stage will be attacked."""
+    arch = ctx.model_arch()
+    kwargs = {**arch["kwargs"], "in_shape": tuple(arch["kwargs"]["in_shape"])}
+    example = torch.as_tensor(np.zeros((1, *ctx.dataset.in_shape), dtype=np.float32))
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # torch warns of empty layers before it fails
+            seeded_model(arch["name"], seed=0, **kwargs).eval()(example)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())
+        where = f"model '{arch['name']}' with {ctx.config.model}"
+        raise PrivcompError(f"cannot build {where}: {reason}") from exc
+    attacked = ctx.config.run.evaluate != "none" or any(s.audit_attacks for s in stages)
+    if attacked:
+        candidate_pool(ctx)  # one-line errors for too few members/non-members or no population

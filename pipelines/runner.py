@@ -22,7 +22,7 @@ from pipelines.data import Splits, load_dataset, make_splits
 from pipelines.errors import PrivcompError
 from pipelines.evaluation import measure_latest
 from pipelines.ledger import Budget, Ledger
-from pipelines.planning import check_budget, plan
+from pipelines.planning import check_budget, check_run, plan
 from pipelines.progress import Reporter
 from pipelines.releases import ReleaseLog
 from pipelines.rundir import locked, read_json, stage_dir_name, write_atomic, write_json
@@ -62,6 +62,7 @@ def run_pipeline(
     reporter = reporter or Reporter()
     stages = plan(names, config)
     ctx = build_context(config, run_dir, reporter)
+    check_run(stages, ctx)
     for stage in stages:
         stage.check(ctx)  # every setting is checked before anything is written
     check_budget(stages, ctx)  # a run whose plans cannot work is refused before it starts

@@ -75,6 +75,8 @@ class LADPConfig:
             raise ValueError("epochs and expected_batch_size must be >= 1")
         if not (self.lr > 0 and 0 <= self.momentum < 1 and self.weight_decay >= 0):
             raise ValueError("need lr > 0, 0 <= momentum < 1 and weight_decay >= 0")
+        if not all(math.isfinite(v) for v in (self.lr, self.weight_decay, self.tau)):
+            raise ValueError("lr, weight_decay and tau must be finite numbers")
         if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
             raise ValueError(f"clip_norm must be a finite number > 0, got {self.clip_norm}")
         if self.accountant not in ACCOUNTANTS:

@@ -104,6 +104,10 @@ def coerce(value: Any, default: Any, name: str, origin: str) -> Any:
     if isinstance(default, float) and type(value) in (int, float):
         return float(value)
     if isinstance(default, list) and isinstance(value, list):
+        kinds = {type(v) for v in default}
+        if kinds and any(type(v) not in kinds for v in value):
+            shown = "/".join(sorted(k.__name__ for k in kinds))
+            raise PrivcompError(f"{origin}: '{name}' expects a list of {shown}, got {value!r}")
         return list(value)
     if type(value) is type(default):
         return value

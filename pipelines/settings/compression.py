@@ -142,7 +142,11 @@ class DistillSettings(Section):
             "distill.epochs, batch_size and student_width must be >= 1",
         )
         require(
-            self.student_hidden >= 1 and self.lr > 0,
-            "distill.student_hidden must be >= 1 and distill.lr > 0",
+            self.student_hidden >= 1 and self.lr > 0 and self.teacher_lr > 0,
+            "distill.student_hidden must be >= 1 and distill.lr, teacher_lr > 0",
+        )
+        require(
+            all(math.isfinite(v) for v in (self.lr, self.teacher_lr, self.temperature)),
+            "distill.lr, teacher_lr and temperature must be finite numbers",
         )
         require(0 < self.delta < 1, f"distill.delta must be in (0, 1), got {self.delta}")

@@ -32,7 +32,7 @@ class RunSettings(Section):
             raise PrivcompError(
                 f"unknown model '{self.model}' (known: {', '.join(sorted(MODELS))})"
             )
-        require(self.seed >= 0, f"run.seed must be >= 0, got {self.seed}")
+        require(0 <= self.seed < 2**63, f"run.seed must be in [0, 2^63), got {self.seed}")
 
 
 @dataclass(frozen=True)

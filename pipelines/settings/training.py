@@ -8,6 +8,7 @@ default run's members (README, BENCHMARKS.md accuracy section).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,6 +35,10 @@ class TrainSettings(Section):
         require(
             self.epochs >= 1 and self.batch_size >= 1 and self.lr > 0 and self.weight_decay >= 0,
             "train: need epochs >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0",
+        )
+        require(
+            math.isfinite(self.lr) and math.isfinite(self.weight_decay),
+            "train.lr and train.weight_decay must be finite numbers",
         )
 
 

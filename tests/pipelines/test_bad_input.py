@@ -93,6 +93,15 @@ SETTING_CASES = [
     (["train"], ["run.dataset=csv", 'run.data_root="/nonexistent"'], ["/nonexistent/data.csv"]),
     (["train"], ["run.dataset=imagefolder", 'run.data_root="/nonexistent"'], ["per class"]),
     (["train"], ["model.width=16", "train-ladp.epsilon=1"], ["holds a run with a different"]),
+    # Found by the review: each was refused only after a stage had run (or not in one line).
+    (["train-ladp"], ["model.width=0"], ["cannot build model 'cnn'", "'width': 0"]),
+    (["train"], ["model.nokw=3"], ["cannot build model 'cnn'", "nokw"]),
+    (["train-ladp", "evaluate"], ["evaluate.samples=5"], ["too few members/non-members"]),
+    (["train-ladp", "evaluate"], ["data.population=0.0"], ["the attacks need a population"]),
+    (["train"], ["run.seed=99999999999999999999"], ["run.seed must be in [0, 2^63)"]),
+    (["train"], ["evaluate.attacks=[1]"], ["'evaluate.attacks' expects a list of str"]),
+    (["train-ladp"], ["train-ladp.lr=inf"], ["lr, weight_decay and tau must be finite"]),
+    (["train", "distill"], ["distill.lr=inf"], ["must be finite numbers"]),
 ]
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 EXIT_USER_ERROR = 2
 EXIT_AUDIT_FAILED = 3
-EvaluateMode = Literal["each", "last", "none"]  # pipelines.runner.EVALUATE_MODES
+EvaluateMode = Literal["each", "last", "none"]  # pipelines.settings.run.EVALUATE_MODES
 
 
 def package_version() -> str:

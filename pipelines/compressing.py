@@ -101,7 +101,9 @@ def export_latest(
     metrics = {
         "max_abs_diff_vs_torch": artifact.max_abs_diff,
         "logit_scale": artifact.logit_scale,
-        "attack_metadata_from": attack["measured_on"] if attack else None,
+        "attack_metadata_from": (
+            attack["measured_on"] if attack and export_settings.attack_metadata else None
+        ),
     }
     return artifact, metrics
 

@@ -20,15 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.errors import PrivcompError
+from pipelines.settings.run import DataSettings
 
 SPLIT_NAMES = ("members", "nonmembers", "population", "public", "test")
-DEFAULT_FRACTIONS = {
-    "members": 0.40,
-    "nonmembers": 0.10,
-    "population": 0.30,
-    "public": 0.10,
-    "test": 0.10,
-}
 
 
 @dataclass(frozen=True)
@@ -168,7 +162,8 @@ def _imagefolder(root: Path | None) -> Dataset:
     layout = "one sub-folder of images per class"
     base = _require_root("imagefolder", root, "", layout)
     try:
-        samples = ImageFolder(str(base), loader=str).samples
+        folder = ImageFolder(str(base), loader=str)
+        samples = folder.samples
     except FileNotFoundError as exc:
         raise PrivcompError(f"dataset 'imagefolder': {exc} ({layout})") from exc
     images, grey = [], True
@@ -190,7 +185,10 @@ def _imagefolder(root: Path | None) -> Dataset:
     if grey:
         x = x[:, :1]  # the three channels of a grey image's RGB copy are equal
     y = np.asarray([label for _, label in samples], dtype=np.int64)
-    return Dataset("imagefolder", _standardise(x / 255.0, 0.5, 0.25), y, int(y.max()) + 1)
+    # The classes are the folder's sub-folders, not the labels seen: a class only some members
+    # hold would otherwise show in the width of the shipped model's output.
+    x = _standardise(x / 255.0, 0.5, 0.25)
+    return Dataset("imagefolder", x, y, len(folder.classes))
 
 
 @register_dataset("csv")
@@ -248,13 +246,9 @@ class Splits:
 
 
 def make_splits(n: int, *, seed: int, fractions: dict[str, float] | None = None) -> Splits:
-    """Seeded, disjoint split of range(n); fractions may sum to less than 1 (rest unused)."""
-    fractions = {**DEFAULT_FRACTIONS, **(fractions or {})}
-    unknown = set(fractions) - set(SPLIT_NAMES)
-    if unknown:
-        raise PrivcompError(f"unknown split name(s): {', '.join(sorted(unknown))}")
-    if any(f < 0 for f in fractions.values()) or sum(fractions.values()) > 1.0 + 1e-9:
-        raise PrivcompError("split fractions must be non-negative and sum to at most 1")
+    """Seeded, disjoint split of range(n) by the [data] fractions (DataSettings validates them
+    and holds the defaults; they may sum to less than 1, the rest unused)."""
+    fractions = DataSettings(**(fractions or {})).fractions()
     order = np.random.default_rng(seed).permutation(n)
     indices, start = {}, 0
     for name in SPLIT_NAMES:

@@ -40,9 +40,6 @@ from pipelines.rundir import read_json, stage_dir_name
 from pipelines.settings.run import BudgetSettings
 from pipelines.spend import DEFAULT_DATASET, Spend
 from privacy.accounting import format_epsilon
-
-# The composition maths lives in privacy.composition; importers of these names from the ledger
-# keep working.
 from privacy.composition import Guarantee, Mechanism, compose
 
 # ---- the ledger ------------------------------------------------------------------------------

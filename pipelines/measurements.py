@@ -12,6 +12,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 
+def strongest_attack(attacks: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The highest AUC and the highest TPR at 0.1% FPR, each with its attack's name (None when
+    no attack ran)."""
+    if not attacks:
+        return None
+    auc = max(attacks.items(), key=lambda kv: float(kv[1]["auc"]))
+    tpr = max(attacks.items(), key=lambda kv: float(kv[1]["tpr_at_0_1pct_fpr"]))
+    return {
+        "auc": float(auc[1]["auc"]),
+        "auc_attack": auc[0],
+        "tpr_at_0_1pct_fpr": float(tpr[1]["tpr_at_0_1pct_fpr"]),
+        "tpr_attack": tpr[0],
+    }
+
+
 @dataclass(frozen=True)
 class Measurement:
     artifact: str  # artifact hash (pipelines.artifacts.artifact_hash)
@@ -19,9 +34,6 @@ class Measurement:
     size: dict[str, Any]
     attacks: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack -> metrics
     roc: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack -> {"fpr", "tpr"}
-
-    def covers(self, attacks: list[str]) -> bool:
-        return all(name in self.attacks for name in attacks)
 
     def merged(self, other: Measurement) -> Measurement:
         """This measurement with the attacks of another of the same artifact added."""
@@ -32,17 +44,7 @@ class Measurement:
         )
 
     def strongest_attack(self) -> dict[str, Any] | None:
-        """The highest AUC and the highest TPR at 0.1% FPR, each with its attack's name."""
-        if not self.attacks:
-            return None
-        auc = max(self.attacks.items(), key=lambda kv: float(kv[1]["auc"]))
-        tpr = max(self.attacks.items(), key=lambda kv: float(kv[1]["tpr_at_0_1pct_fpr"]))
-        return {
-            "auc": float(auc[1]["auc"]),
-            "auc_attack": auc[0],
-            "tpr_at_0_1pct_fpr": float(tpr[1]["tpr_at_0_1pct_fpr"]),
-            "tpr_attack": tpr[0],
-        }
+        return strongest_attack(self.attacks)
 
     def to_json(self) -> dict[str, Any]:
         return {

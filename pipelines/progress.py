@@ -25,7 +25,7 @@ class Reporter:
     def info(self, message: str) -> None:
         """message is rich markup: text that comes from the user (paths, names, settings) goes
         through rich.markup.escape, or a "[section]" in it is eaten as a tag."""
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, soft_wrap=True)  # paths stay one line
 
     @contextmanager
     def task(self, description: str) -> Iterator[ProgressFn]:

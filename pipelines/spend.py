@@ -40,6 +40,11 @@ class Spend:
             raise ValueError(f"unknown spend kind '{self.kind}' (known: {', '.join(KINDS)})")
         if self.lineage not in LINEAGES:
             raise ValueError(f"unknown lineage '{self.lineage}' (known: {', '.join(LINEAGES)})")
+        if (self.kind == "post-processing") != (self.lineage == "keep"):
+            raise ValueError(
+                "post-processing keeps its input's lineage; a read of the members "
+                "starts a new one or continues it"
+            )
 
     @property
     def mechanism(self) -> Mechanism:

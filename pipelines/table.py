@@ -13,6 +13,7 @@ from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
+from pipelines.measurements import strongest_attack
 from privacy.accounting import format_epsilon
 from privacy.randomness import REPRODUCIBLE
 
@@ -34,11 +35,10 @@ def compact(value: float, *, unit: str = "") -> str:
 
 def _strongest(attacks: dict[str, dict[str, Any]]) -> tuple[str, str]:
     """Highest AUC and highest TPR at 0.1% FPR across the attacks that ran."""
-    if not attacks:
+    found = strongest_attack(attacks)
+    if found is None:
         return "-", "-"
-    auc = max(attacks.items(), key=lambda kv: kv[1]["auc"])
-    tpr = max(attacks.items(), key=lambda kv: kv[1]["tpr_at_0_1pct_fpr"])
-    return f"{auc[1]['auc']:.3f}", f"{tpr[1]['tpr_at_0_1pct_fpr']:.4f}"
+    return f"{found['auc']:.3f}", f"{found['tpr_at_0_1pct_fpr']:.4f}"
 
 
 def summary_row(entry: dict[str, Any]) -> tuple[str, ...]:

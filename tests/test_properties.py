@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from attacks.metrics import auc, roc_of
 from models.errors import UserError
 from pipelines.config import DEFAULTS, load_config, parse_override, to_toml
-from pipelines.ledger import Ledger, compose
+from pipelines.ledger import Ledger
 from pipelines.spend import Spend
+from privacy.composition import compose
 
 FAST = settings(max_examples=60, deadline=None)
 

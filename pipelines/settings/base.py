@@ -67,8 +67,14 @@ class Section:
         return {f.name: getattr(self, f.name) for f in self.key_fields()}
 
     def with_values(self, **values: Any) -> Self:
-        """A copy with some keys changed, validated like a loaded section."""
-        return dataclasses.replace(self, **values)
+        """A copy with some keys changed, coerced and validated like a loaded section."""
+        changed = type(self).from_table({**self.to_table(), **values}, origin="with_values")
+        derived = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata.get("derived")
+        }
+        return dataclasses.replace(changed, **derived)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +85,14 @@ class OpenSection(Section):
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], *, origin: str) -> Self:
+        """Any key; values are scalars or lists of scalars (what TOML writes back as it read)."""
+        for key, value in table.items():
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, bool | int | float | str) for v in items):
+                raise PrivcompError(
+                    f"{origin}: '{cls.name}.{key}' must be a number, a word, true/false or a "
+                    f"list of them, got {value!r}"
+                )
         return cls(values=dict(table))
 
     def to_table(self) -> dict[str, Any]:
@@ -94,8 +108,8 @@ def _refuse_unsearchable(cls: type[Section], key: str, value: Any, default: Any)
     searched = isinstance(value, list) and not isinstance(default, list)
     if searchable and searched and key not in searchable:
         raise PrivcompError(
-            f"'{cls.name}.{key}' cannot be searched: it changes the privacy accounting "
-            f"(searchable: {', '.join(searchable)})"
+            f"'{cls.name}.{key}' cannot be searched: only settings that leave the mechanism "
+            f"(σ, q, steps) unchanged can (searchable: {', '.join(searchable)})"
         )
 
 

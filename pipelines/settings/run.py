@@ -77,6 +77,13 @@ class SearchSettings(Section):
     mean: float = setting(3.0, "E[K]")
     shape: float = setting(0.0, "η of the negative binomial (0: logarithmic, 1: geometric)")
 
+    def __post_init__(self) -> None:
+        try:
+            self.search_config().check()
+        except ValueError as exc:
+            raise PrivcompError(f"search: {exc}") from exc
+        require(self.mean <= 1000, f"search.mean must be <= 1000 repetitions, got {self.mean}")
+
     def search_config(self) -> SearchConfig:
         return SearchConfig(distribution=self.distribution, mean=self.mean, shape=self.shape)
 

@@ -137,3 +137,27 @@ def test_readme_config_table_is_the_generated_one() -> None:
     text = README.read_text()
     start, end = text.index(TABLE_START), text.index(TABLE_END) + len(TABLE_END)
     assert text[start:end] == markdown_table(), "run `pipeline config --markdown` into README"
+
+
+def test_with_values_coerces_and_validates_like_a_loaded_section() -> None:
+    cfg = load_config(None, [])
+    changed = cfg.with_values("train-ladp", epsilon=4)
+    assert changed.train_ladp.epsilon == 4.0 and isinstance(changed.train_ladp.epsilon, float)
+    assert to_toml(changed) == to_toml(load_config(None, ["train-ladp.epsilon=4"]))
+    with pytest.raises(PrivcompError, match="'train-ladp.lr' expects a float"):
+        cfg.with_values("train-ladp", lr=[0.1, "x"])
+    with pytest.raises(PrivcompError, match="prune.ratio must be in"):
+        cfg.with_values("prune", ratio=2.0)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.extra={a = 1}", "'model.extra' must be a number, a word"),
+        ('search.distribution="binomial"', "search: unknown distribution"),
+        ("search.mean=1e9", "search.mean must be <= 1000"),
+    ],
+)
+def test_what_would_not_round_trip_or_run_is_refused(override: str, message: str) -> None:
+    with pytest.raises(PrivcompError, match=message):
+        load_config(None, [override])

@@ -53,3 +53,10 @@ def test_another_mechanism_is_refused(spent: Spend, problem: str) -> None:
     assert any(problem in p for p in spend_problems(PLAN, spent))
     with pytest.raises(RuntimeError, match="spent another mechanism than admitted"):
         check_spend_matches_plan("train-ladp", PLAN, spent)
+
+
+def test_a_spend_says_a_lineage_that_fits_its_kind() -> None:
+    with pytest.raises(ValueError, match="post-processing keeps its input's lineage"):
+        Spend(kind="dp", epsilon=1.0, delta=1e-5, lineage="keep")
+    with pytest.raises(ValueError, match="post-processing keeps its input's lineage"):
+        Spend(kind="post-processing", lineage="new")

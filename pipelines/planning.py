@@ -21,6 +21,8 @@ from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.evaluation import candidate_pool
 from pipelines.ledger import Budget, Ledger
+from pipelines.releases import ReleaseLog
+from pipelines.rundir import stage_dir_name
 from pipelines.stage import Stage
 from pipelines.stages import STAGES
 
@@ -50,13 +52,28 @@ def plan(names: list[str], config: Config) -> list[Stage]:
 
 def check_budget(stages: list[Stage], ctx: RunContext) -> Ledger:
     """Plan and admit every stage in order on a trial ledger; PrivcompError when a plan cannot
-    work (the budget, a DP fine-tune of a model that is not private, ...). Returns the ledger."""
+    work (the budget, a DP fine-tune of a model that is not private, ...). The run dir's DP
+    releases count as they will when the run comes to them: another pipeline's in the total, a
+    stage's own as its spend (it is reused, or run again with them composed). Returns the
+    ledger."""
     ledger = Ledger(Budget.from_settings(ctx.config.budget))
+    releases = ReleaseLog(ctx.run_dir).counted(ctx.run_dir)
+    pipeline = {(position, stage.name) for position, stage in enumerate(stages, start=1)}
+    for release in releases:
+        if (release.position, release.stage) not in pipeline:
+            label = stage_dir_name(release.position, release.stage)
+            ledger.record_elsewhere(label, release.spend)
     for position, stage in enumerate(stages, start=1):
-        trial = replace(ctx, ledger=ledger, position=position)
-        planned = stage.planned_spend(trial)
-        ledger.admit(stage.name, planned)
-        ledger.record(stage.name, planned)
+        own = [r.spend for r in releases if (r.position, r.stage) == (position, stage.name)]
+        if own:
+            planned, earlier = own[-1], own[:-1]
+        else:
+            planned, earlier = (
+                stage.planned_spend(replace(ctx, ledger=ledger, position=position)),
+                [],
+            )
+        ledger.admit(stage.name, planned, earlier=earlier)
+        ledger.record(stage.name, planned, earlier=earlier)
     return ledger
 
 

@@ -96,11 +96,10 @@ class ReleaseLog:
             releases.append(done)
         self._write(releases)
 
-    def settle(self, run_dir: Path) -> None:
-        """Resolve every interrupted attempt (a "started" entry) before a run: one that wrote
-        files in its stage folder counts as a release (its planned spend is an upper bound);
-        one that wrote nothing released nothing and is dropped. Done for every position, so an
-        attempt of a stage the next pipeline does not run still counts in the total."""
+    def _settled(self, run_dir: Path) -> tuple[list[Release], list[Release]]:
+        """(the log as it is, the log with every "started" entry resolved): one whose stage
+        folder holds files counts as a release ("interrupted"; its planned spend is an upper
+        bound), one that wrote nothing released nothing and is dropped."""
         releases = self._read()
         settled = []
         for r in releases:
@@ -110,5 +109,15 @@ class ReleaseLog:
             folder = run_dir / stage_dir_name(r.position, r.stage)
             if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):
                 settled.append(replace(r, status=INTERRUPTED))
+        return releases, settled
+
+    def settle(self, run_dir: Path) -> None:
+        """Resolve every interrupted attempt before a run, for every position, so that an
+        attempt of a stage the next pipeline does not run still counts in the total."""
+        releases, settled = self._settled(run_dir)
         if settled != releases:
             self._write(settled)
+
+    def counted(self, run_dir: Path) -> list[Release]:
+        """What `settle` would leave counted, without writing (for planning before a run)."""
+        return [r for r in self._settled(run_dir)[1] if r.counted]

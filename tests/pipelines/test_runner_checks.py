@@ -93,3 +93,19 @@ def test_a_resumed_audit_keeps_its_attacks(tmp_path: Path) -> None:
     (tmp_path / "02-evaluate" / "metrics.json").unlink()
     again = run_pipeline(["train", "evaluate"], config=config, run_dir=tmp_path, reporter=QUIET)
     assert again["stages"] == first["stages"]
+
+
+def test_the_budget_before_a_run_counts_the_run_dirs_earlier_releases(tmp_path: Path) -> None:
+    """A DP-SGD release (ε 4 of 5) in the run dir, then a pipeline whose first training (ε 0.5)
+    fits with it and whose second does not: refused before the first reads the members."""
+    config = load_config(
+        None,
+        [*FAST, 'train-dpsgd.accountant="rdp"', "train-ladp.epsilon=0.5", "budget.epsilon=5.0"],
+    )
+    config = config.with_values("run", evaluate="none")
+    run_pipeline(["train-dpsgd"], config=config, run_dir=tmp_path, reporter=QUIET)
+    with pytest.raises(PrivcompError, match="budget: stage 'train-dpsgd'"):
+        run_pipeline(["train-ladp", "train-dpsgd"], config=config, run_dir=tmp_path, reporter=QUIET)
+    assert not (tmp_path / "01-train-ladp").exists()
+    releases = json.loads((tmp_path / "releases.json").read_text())["releases"]
+    assert [r["stage"] for r in releases] == ["train-dpsgd"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from models.errors import UserError
 from pipelines.rundir import read_json, stage_dir_name, write_json
 from pipelines.spend import Spend
 
@@ -54,6 +55,22 @@ class Release:
             dict(data["outputs"]),
             str(data.get("status", DONE)),
         )
+
+
+def _finished(result_file: Path, started: Release) -> Release | None:
+    """The release a stage's result.json records (the runner writes it, verified against the
+    plan, just before it marks the release done), or None when the attempt did not finish."""
+    if not result_file.is_file():
+        return None
+    try:
+        data = read_json(result_file)
+    except UserError:
+        return None
+    record = data.get("record") if isinstance(data, dict) else None
+    if not record or (record["position"], record["name"]) != (started.position, started.stage):
+        return None
+    spend = Spend.from_json(data["spend"])
+    return replace(started, spend=spend, outputs=dict(record["outputs"]), status=DONE)
 
 
 class ReleaseLog:
@@ -107,7 +124,10 @@ class ReleaseLog:
                 settled.append(r)
                 continue
             folder = run_dir / stage_dir_name(r.position, r.stage)
-            if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):
+            finished = _finished(folder / "result.json", r)
+            if finished is not None:  # killed after the stage returned, before the log heard
+                settled.append(finished)
+            elif folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):
                 settled.append(replace(r, status=INTERRUPTED))
         return releases, settled
 

@@ -145,9 +145,9 @@ def _run_or_reuse(
 ) -> tuple[dict[str, Any], StageResult]:
     inputs = _input_hashes(ctx, stage)
     reused = _reusable(ctx, stage, old, inputs)
-    if reused is not None and old is not None:
+    if reused is not None:
         ctx.reporter.info("  reusing the outputs of an earlier run (hashes match)")
-        return old, reused
+        return reused
     planned, released = _admit(ctx, stage, rerun_dp=rerun_dp)
     if ctx.stage_dir.exists():
         shutil.rmtree(ctx.stage_dir)  # an incomplete or outdated attempt of this same run
@@ -179,9 +179,11 @@ def _run_or_reuse(
         "inputs": inputs,
         "outputs": outputs,
     }
+    # The stage's own record first: a run killed before the log or the manifest hears of it
+    # resumes from here (and the release log completes the entry from it).
+    write_json(ctx.stage_dir / "result.json", _result_to_json(ctx, result, record))
     if result.spend.kind == "dp":
         log.finish(ctx.position, stage.name, result.spend, outputs)
-    write_json(ctx.stage_dir / "result.json", _result_to_json(ctx, result))
     return record, result
 
 
@@ -209,21 +211,29 @@ def _admit(ctx: RunContext, stage: Stage, *, rerun_dp: bool) -> tuple[Spend, lis
 
 def _reusable(
     ctx: RunContext, stage: Stage, old: dict[str, Any] | None, inputs: dict[str, str]
-) -> StageResult | None:
+) -> tuple[dict[str, Any], StageResult] | None:
+    """The stage's record and result when its folder holds a finished attempt of this same stage
+    on these inputs whose outputs are still there with their recorded hashes. The record is the
+    one in result.json (the manifest's, for run dirs written before it was kept there)."""
     result_file = ctx.stage_dir / "result.json"
-    if not old or old["name"] != stage.name or old["inputs"] != inputs or not result_file.exists():
+    if not result_file.exists():
         return None
-    result = _result_from_json(ctx, read_json(result_file))
+    data = read_json(result_file)
+    record = data.get("record", old)
+    if not record or record["name"] != stage.name or record["inputs"] != inputs:
+        return None
+    result = _result_from_json(ctx, data)
     for name, path in result.outputs.items():
         if not all(f.is_file() for f in artifact_files(name, path)):
             return None
-        if artifact_hash(name, path) != old["outputs"].get(name):
+        if artifact_hash(name, path) != record["outputs"].get(name):
             return None
-    return result
+    return record, result
 
 
-def _result_to_json(ctx: RunContext, result: StageResult) -> dict[str, Any]:
+def _result_to_json(ctx: RunContext, result: StageResult, record: dict[str, Any]) -> dict[str, Any]:
     return {
+        "record": record,
         "outputs": {k: str(p.relative_to(ctx.run_dir)) for k, p in result.outputs.items()},
         "spend": result.spend.to_json(),
         "metrics": result.metrics,

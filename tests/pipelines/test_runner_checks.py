@@ -109,3 +109,18 @@ def test_the_budget_before_a_run_counts_the_run_dirs_earlier_releases(tmp_path: 
     assert not (tmp_path / "01-train-ladp").exists()
     releases = json.loads((tmp_path / "releases.json").read_text())["releases"]
     assert [r["stage"] for r in releases] == ["train-dpsgd"]
+
+
+def test_a_dp_stage_killed_after_it_returned_resumes_as_one_release(tmp_path: Path) -> None:
+    """Killed after the stage wrote result.json but before the release log and the manifest
+    heard of it: the resumed run reuses the stage and logs it once, as done."""
+    config = load_config(None, [*FAST, 'run.evaluate="none"', "run.reproducible_noise=true"])
+    first = run_pipeline(["train-ladp"], config=config, run_dir=tmp_path, reporter=QUIET)
+    log = tmp_path / "releases.json"
+    done = json.loads(log.read_text())["releases"]
+    started = [{**done[0], "status": "started", "outputs": {}}]
+    log.write_text(json.dumps({"releases": started}))
+    (tmp_path / "manifest.json").unlink()
+    again = run_pipeline(["train-ladp"], config=config, run_dir=tmp_path, reporter=QUIET)
+    assert again["stages"] == first["stages"]
+    assert json.loads(log.read_text())["releases"] == done

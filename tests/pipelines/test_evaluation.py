@@ -1,5 +1,5 @@
 """Evaluation inside a run: the candidate pool, reference models trained once and reused, the
-executors, and what measure_artifact returns (the mirror: test_mirror.py)."""
+executors, and what `measure` returns (the mirror: test_mirror.py)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_the_evaluation_pair_is_the_same_for_every_stage(tmp_path: Path) -> None
     np.testing.assert_array_equal(np.sort(first.indices[pool.population]), ctx.splits["population"])
 
 
-def test_measure_artifact_reports_every_attack_and_roc_curves(tmp_path: Path) -> None:
+def test_measure_reports_every_attack_and_roc_curves(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
     x, y = ctx.split("members")
     arch = ctx.model_arch()

@@ -32,6 +32,15 @@ class Release:
     spend: Spend
     outputs: dict[str, str]  # artifact name -> hash of what this release wrote
     status: str = DONE
+    # Hashes of the artifacts the stage read (None: a log of 0.1.0, taken as this stage's own):
+    # a release of the same stage on another input is another pipeline's, not an earlier
+    # attempt of this one.
+    inputs: dict[str, str] | None = None
+
+    def of(self, position: int, stage: str, inputs: dict[str, str]) -> bool:
+        """A release of this stage at this position on these inputs."""
+        same = (self.position, self.stage) == (position, stage)
+        return same and (self.inputs is None or self.inputs == inputs)
 
     @property
     def counted(self) -> bool:
@@ -43,6 +52,7 @@ class Release:
             "stage": self.stage,
             "status": self.status,
             "outputs": self.outputs,
+            "inputs": self.inputs,
             "spend": self.spend.to_json(),
         }
 
@@ -54,6 +64,7 @@ class Release:
             Spend.from_json(data["spend"]),
             dict(data["outputs"]),
             str(data.get("status", DONE)),
+            None if data.get("inputs") is None else dict(data["inputs"]),
         )
 
 
@@ -85,25 +96,41 @@ class ReleaseLog:
     def _write(self, releases: list[Release]) -> None:
         write_json(self.path, {"releases": [r.to_json() for r in releases]})
 
-    def at(self, position: int, stage: str) -> list[Release]:
-        """The counted releases of the stage at this position, oldest first."""
-        return [r for r in self._read() if r.counted and (r.position, r.stage) == (position, stage)]
+    def at(self, position: int, stage: str, inputs: dict[str, str]) -> list[Release]:
+        """The counted releases of the stage at this position on these inputs, oldest first."""
+        return [r for r in self._read() if r.counted and r.of(position, stage, inputs)]
 
-    def earlier(self, position: int, stage: str, outputs: dict[str, str]) -> list[Release]:
+    def earlier(
+        self, position: int, stage: str, inputs: dict[str, str], outputs: dict[str, str]
+    ) -> list[Release]:
         """The stage's releases other than the one whose outputs the stage holds now."""
-        return [r for r in self.at(position, stage) if r.outputs != outputs]
+        return [r for r in self.at(position, stage, inputs) if r.outputs != outputs]
+
+    def other_inputs(self, position: int, stage: str, inputs: dict[str, str]) -> list[Release]:
+        """Counted releases of this stage at this position on other inputs: another pipeline's
+        (counted in the total, in no lineage of this one)."""
+        same = [r for r in self._read() if r.counted and (r.position, r.stage) == (position, stage)]
+        return [r for r in same if not r.of(position, stage, inputs)]
 
     def outside(self, pipeline: dict[int, str]) -> list[Release]:
         """Counted releases of stages that this pipeline (position -> stage) does not run."""
         return [r for r in self._read() if r.counted and pipeline.get(r.position) != r.stage]
 
-    def start(self, position: int, stage: str, planned: Spend) -> None:
-        self._write([*self._read(), Release(position, stage, planned, {}, STARTED)])
+    def start(self, position: int, stage: str, planned: Spend, inputs: dict[str, str]) -> None:
+        started = Release(position, stage, planned, {}, STARTED, inputs)
+        self._write([*self._read(), started])
 
-    def finish(self, position: int, stage: str, spend: Spend, outputs: dict[str, str]) -> None:
+    def finish(
+        self,
+        position: int,
+        stage: str,
+        spend: Spend,
+        outputs: dict[str, str],
+        inputs: dict[str, str],
+    ) -> None:
         """Mark the stage's started release done (or log it, if none was started)."""
         releases = self._read()
-        done = Release(position, stage, spend, outputs, DONE)
+        done = Release(position, stage, spend, outputs, DONE, inputs)
         for i in reversed(range(len(releases))):
             r = releases[i]
             if r.status == STARTED and (r.position, r.stage) == (position, stage):

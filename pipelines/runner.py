@@ -88,7 +88,8 @@ def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict
         ctx.position, ctx.stage_dir = position, run_dir / stage_dir_name(position, stage.name)
         record, result = _run_or_reuse(ctx, stage, previous.get(position), rerun_dp=rerun_dp)
         records.append(record)
-        earlier = [r.spend for r in log.earlier(position, stage.name, record["outputs"])]
+        found = log.earlier(position, stage.name, record["inputs"], record["outputs"])
+        earlier = [r.spend for r in found]
         _advance(ctx, stage, result, earlier)
         write_json(run_dir / "manifest.json", {"stages": records})
         write_json(run_dir / "ledger.json", ctx.ledger.to_dict())
@@ -144,17 +145,20 @@ def _run_or_reuse(
     ctx: RunContext, stage: Stage, old: dict[str, Any] | None, *, rerun_dp: bool
 ) -> tuple[dict[str, Any], StageResult]:
     inputs = _input_hashes(ctx, stage)
+    for other in ReleaseLog(ctx.run_dir).other_inputs(ctx.position, stage.name, inputs):
+        # the same stage of another pipeline in this run dir (another input): in the total only
+        ctx.ledger.record_elsewhere(stage_dir_name(other.position, other.stage), other.spend)
     reused = _reusable(ctx, stage, old, inputs)
     if reused is not None:
         ctx.reporter.info("  reusing the outputs of an earlier run (hashes match)")
         return reused
-    planned, released = _admit(ctx, stage, rerun_dp=rerun_dp)
+    planned, released = _admit(ctx, stage, inputs, rerun_dp=rerun_dp)
     if ctx.stage_dir.exists():
         shutil.rmtree(ctx.stage_dir)  # an incomplete or outdated attempt of this same run
     ctx.stage_dir.mkdir(parents=True)
     log = ReleaseLog(ctx.run_dir)
     if planned.kind == "dp":
-        log.start(ctx.position, stage.name, planned)  # logged before the members are read
+        log.start(ctx.position, stage.name, planned, inputs)  # before the members are read
     ctx.planned = planned
     start = time.perf_counter()
     try:
@@ -183,15 +187,17 @@ def _run_or_reuse(
     # resumes from here (and the release log completes the entry from it).
     write_json(ctx.stage_dir / "result.json", _result_to_json(ctx, result, record))
     if result.spend.kind == "dp":
-        log.finish(ctx.position, stage.name, result.spend, outputs)
+        log.finish(ctx.position, stage.name, result.spend, outputs, inputs)
     return record, result
 
 
-def _admit(ctx: RunContext, stage: Stage, *, rerun_dp: bool) -> tuple[Spend, list[Spend]]:
+def _admit(
+    ctx: RunContext, stage: Stage, inputs: dict[str, str], *, rerun_dp: bool
+) -> tuple[Spend, list[Spend]]:
     """Plan the stage against the live ledger and admit it, with every earlier release of it
-    (a lost or replaced one counts: anyone may hold its files)."""
+    on these inputs (a lost or replaced one counts: anyone may hold its files)."""
     log = ReleaseLog(ctx.run_dir)
-    released = [r.spend for r in log.at(ctx.position, stage.name)]
+    released = [r.spend for r in log.at(ctx.position, stage.name, inputs)]
     if released and not rerun_dp:
         raise PrivcompError(
             f"stage '{stage.name}' already released a DP model of the members in {ctx.run_dir} "

@@ -124,3 +124,21 @@ def test_a_dp_stage_killed_after_it_returned_resumes_as_one_release(tmp_path: Pa
     again = run_pipeline(["train-ladp"], config=config, run_dir=tmp_path, reporter=QUIET)
     assert again["stages"] == first["stages"]
     assert json.loads(log.read_text())["releases"] == done
+
+
+def test_the_same_stage_of_another_pipeline_is_not_an_earlier_release(tmp_path: Path) -> None:
+    """`train-ladp prune` then `train-dpsgd prune` in one run dir: the second prune fine-tunes
+    another model, so the first one's release counts in the members' total, not in the new
+    lineage, and does not make the second a re-run."""
+    finetune = ['prune.finetune="ladp"', "prune.finetune_epsilon=5.0", "prune.finetune_epochs=1"]
+    config = load_config(
+        None, [*FAST, 'train-dpsgd.accountant="rdp"', 'run.evaluate="none"', *finetune]
+    )
+    first = run_pipeline(["train-ladp", "prune"], config=config, run_dir=tmp_path, reporter=QUIET)
+    second = run_pipeline(["train-dpsgd", "prune"], config=config, run_dir=tmp_path, reporter=QUIET)
+    for summary in (first, second):
+        assert summary["stages"][-1]["privacy"]["epsilon"] <= 5.0 * (1 + 1e-9)  # its target
+    total = second["ledger"]["total"]["epsilon"]
+    assert total > first["ledger"]["total"]["epsilon"]  # the four releases, composed
+    releases = json.loads((tmp_path / "releases.json").read_text())["releases"]
+    assert [r["stage"] for r in releases] == ["train-ladp", "prune", "train-dpsgd", "prune"]

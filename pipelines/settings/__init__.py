@@ -89,9 +89,7 @@ class Config:
         return {name: section.to_table() for name, section in self.sections.items()}
 
     def _typed(self, name: str, cls: type[S]) -> S:
-        section = self.sections[name]
-        assert isinstance(section, cls)
-        return section
+        return _typed(self.sections, name, cls)
 
     @property
     def run(self) -> RunSettings:
@@ -138,13 +136,17 @@ class Config:
         return self._typed("evaluate", EvaluateSettings)
 
 
+def _typed(sections: Mapping[str, Section], name: str, cls: type[S]) -> S:
+    section = sections[name]
+    assert isinstance(section, cls), f"section '{name}' is not a {cls.__name__}"
+    return section
+
+
 def _derive(sections: dict[str, Section]) -> dict[str, Section]:
     """Fill the derived fields: what a stage needs from another section, explicitly."""
 
     def typed(name: str, cls: type[S]) -> S:
-        section = sections[name]
-        assert isinstance(section, cls), f"section '{name}' is not a {cls.__name__}"
-        return section
+        return _typed(sections, name, cls)
 
     search = typed("search", SearchSettings)
     ladp = dataclasses.replace(typed("train-ladp", TrainLADPSettings), search=search)

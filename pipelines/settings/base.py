@@ -29,7 +29,7 @@ def setting(default: Any, doc: str, *, searchable: bool = False) -> Any:
 
 def derived(default: Any = None) -> Any:
     """A field the loader fills from another section (never read from or written to TOML)."""
-    return dataclasses.field(default=default, metadata={"derived": True}, compare=True)
+    return dataclasses.field(default=default, metadata={"derived": True})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +67,9 @@ class Section:
         return {f.name: getattr(self, f.name) for f in self.key_fields()}
 
     def with_values(self, **values: Any) -> Self:
-        """A copy with some keys changed, coerced and validated like a loaded section."""
-        changed = type(self).from_table({**self.to_table(), **values}, origin="with_values")
-        derived = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.metadata.get("derived")
-        }
-        return dataclasses.replace(changed, **derived)
+        """A copy with some keys changed, coerced and validated like a loaded section (its
+        derived fields at their defaults: Config fills them)."""
+        return type(self).from_table({**self.to_table(), **values}, origin="with_values")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +94,7 @@ class OpenSection(Section):
         return dict(self.values)
 
     def with_values(self, **values: Any) -> Self:
-        return dataclasses.replace(self, values={**self.values, **values})
+        return type(self).from_table({**self.values, **values}, origin="with_values")
 
 
 def _refuse_unsearchable(cls: type[Section], key: str, value: Any, default: Any) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from privacy.config import LADPConfig
 from privacy.engines import build_engine, unbounded
-from privacy.ladp import LADPConfig
 
 
 @dataclass(frozen=True, eq=False)

@@ -39,7 +39,6 @@ from models.training import ProgressFn
 from privacy.accounting import compute_epsilon
 from privacy.clipping import ClippedSumFn, auto_clipped_sums, clipped_grad_sums
 from privacy.config import LADPConfig, plan_noise
-from privacy.config import sampling_plan as sampling_plan  # the stages plan from here too
 from privacy.groups import GroupSchedule, LayerGroup, check_groups, layer_groups
 from privacy.randomness import mechanism_rngs, noise_mode, poisson_sample
 from privacy.sensitivity import fisher_schedule

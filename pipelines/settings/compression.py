@@ -12,7 +12,7 @@ from models.zoo import MODELS
 from pipelines.errors import PrivcompError
 from pipelines.settings.base import Section, derived, one_of, require, setting
 from pipelines.settings.training import TrainSettings
-from privacy.ladp import LADPConfig
+from privacy.config import LADPConfig
 
 FINETUNES = ("none", "ladp", "public")
 CALIBRATION_SOURCES = ("public", "members")

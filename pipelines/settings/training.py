@@ -1,6 +1,6 @@
 """The training sections: [train] (not private), [train-ladp] and [train-dpsgd].
 
-The DP sections take their defaults from privacy.ladp.LADPConfig, the engine's own
+The DP sections take their defaults from privacy.config.LADPConfig, the engine's own
 configuration, so that the library and the pipeline cannot disagree. The measured defaults
 (lr 0.1, allocation "matched") were chosen at ε = 3 on seed 0's non-members ∪ population, never a
 default run's members (README, BENCHMARKS.md accuracy section).
@@ -9,12 +9,12 @@ default run's members (README, BENCHMARKS.md accuracy section).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pipelines.settings.base import Section, derived, require, setting
 from pipelines.settings.run import SearchSettings
-from privacy.ladp import LADPConfig
+from privacy.config import LADPConfig
 from privacy.search import SearchSpace
 
 _LADP = LADPConfig()
@@ -67,8 +67,7 @@ class DPTrainingSettings(Section):
 
     def space(self) -> SearchSpace:
         """The candidates of a private search (one, the settings themselves, without one)."""
-        table = {k: v for k, v in asdict(self).items() if k != "search"}
-        return SearchSpace.from_section(table)
+        return SearchSpace.from_section(self.to_table())
 
     def ladp_config(self) -> LADPConfig:
         """The engine's configuration (the first candidate when searching)."""

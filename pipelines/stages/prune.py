@@ -19,7 +19,8 @@ from pipelines.settings.compression import PruneSettings as PruneStageSettings
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult, register_stage
 from privacy.calibration import calibrate_noise_multiplier
 from privacy.composition import GaussianSteps, compose
-from privacy.ladp import sampling_plan, train_ladp
+from privacy.config import sampling_plan
+from privacy.ladp import train_ladp
 
 
 @register_stage

@@ -22,8 +22,9 @@ from pipelines.settings.training import (
     TrainSettings,
 )
 from pipelines.stage import Spend, Stage, StageResult, register_stage
+from privacy.config import LADPConfig, plan_noise
 from privacy.engines import build_engine
-from privacy.ladp import LADPConfig, LADPEngine, LADPResult, plan_noise
+from privacy.ladp import LADPEngine, LADPResult
 from privacy.search import SearchPlan, SearchSpace, plan_search, public_accuracy, run_search
 
 

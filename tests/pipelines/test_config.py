@@ -15,7 +15,7 @@ from pipelines.settings import SECTIONS, Config, Section
 from pipelines.settings.base import setting
 from pipelines.settings.docs import TABLE_END, TABLE_START, markdown_table
 from pipelines.stages import STAGES
-from privacy.ladp import LADPConfig
+from privacy.config import LADPConfig
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

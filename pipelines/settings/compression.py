@@ -49,8 +49,8 @@ class PruneSettings(Section):
         )
         one_of("prune", "finetune", self.finetune, FINETUNES)
         require(
-            self.finetune_epochs >= 1 and self.finetune_lr >= 0,
-            "prune.finetune_epochs must be >= 1 and finetune_lr >= 0",
+            self.finetune_epochs >= 1 and 0 <= self.finetune_lr < math.inf,
+            "prune.finetune_epochs must be >= 1 and finetune_lr a finite number >= 0",
         )
         require(
             math.isfinite(self.finetune_epsilon) and self.finetune_epsilon > 0,

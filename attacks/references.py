@@ -185,6 +185,11 @@ class Recipe(Protocol):
         """What the reference cache records of the recipe: a changed record retrains the set."""
         ...
 
+    def released_arch(self, arch: dict[str, Any]) -> dict[str, Any]:
+        """The architecture record of what train returns, for a model built from `arch` (a
+        defense may release another module: a stacked or a masked model)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TrainRecipe:
@@ -209,6 +214,9 @@ class TrainRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def released_arch(self, arch: dict[str, Any]) -> dict[str, Any]:
+        return arch
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,7 +247,7 @@ def train_reference(job: ReferenceJob) -> ReferenceResult:
     model = seeded_model(job.arch["name"], seed=job.init_seed, **kwargs)
     model = job.recipe.train(model, job.x[job.mask], job.y[job.mask], seed=job.train_seed)
     seconds = time.perf_counter() - start
-    save_model(model, Path(job.out_dir), arch=job.arch)
+    save_model(model, Path(job.out_dir), arch=job.recipe.released_arch(job.arch))
     logits = variant_logits(TorchTarget(model.eval()), query_variants(job.x, job.augment))
     return ReferenceResult(index=job.index, logits=logits, seconds=seconds)
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from compress.macs import torch_macs
 from models.io import load_model, read_arch, save_model
-from models.zoo import classifier_of, count_params
+from models.zoo import count_params, output_layers
 
 # name -> factory of a fresh criterion object. `reads_data` marks criteria that need samples.
 IMPORTANCES: dict[str, Callable[[], object]] = {
@@ -133,7 +133,7 @@ def prune_model(
             global_pruning=global_pruning,
             max_pruning_ratio=MAX_LAYER_RATIO if global_pruning else 1.0,
             iterative_steps=iterative_steps,
-            ignored_layers=[classifier_of(model)],
+            ignored_layers=output_layers(model),
         )
         for step in range(iterative_steps):
             if importance in DATA_DRIVEN and importance_data is not None:

@@ -40,6 +40,15 @@ def classifier_of(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+def output_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers whose outputs are classes, which pruning must keep whole: the classifier, or
+    what a composite model (stacked, masked) lists in its own `output_layers()`."""
+    listed = getattr(model, "output_layers", None)
+    if callable(listed):
+        return list(listed())
+    return [classifier_of(model)]
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -1,0 +1,16 @@
+"""The eight membership-inference defenses of the defense study, one module each, by name.
+
+l2, dropout, label-smoothing, adversarial-regularization, mixup-mmd, model-stacking,
+trust-score-masking, knowledge-distillation. None is DP: see base.py.
+"""
+
+from privacy.defenses.base import (
+    DEFENSES,
+    RELEASES,
+    Defense,
+    TrainingPlan,
+    build_defense,
+    register_defense,
+)
+
+__all__ = ["DEFENSES", "RELEASES", "Defense", "TrainingPlan", "build_defense", "register_defense"]

@@ -183,6 +183,28 @@ def run_attacks(
     }
 
 
+def label_only(name: str) -> bool:
+    """Whether the named attack works from predicted labels alone."""
+    return not getattr(ATTACKS[name](), "needs_logits", True)
+
+
+def attacks_for_release(names: Sequence[str], release: str) -> list[str]:
+    """The attacks that fit what a model releases (Aerni et al. 2024: attack what is released).
+
+    scores: the attacks asked for; masked-scores (some answers replaced, e.g. by one-hot vectors):
+    those attacks on the masked answers, plus the label-only attack, which a masked answer still
+    feeds; labels: the label-only attacks asked for, the gap attack at least.
+    """
+    check_attack_names(names)
+    if release == "scores":
+        return list(names)
+    if release == "masked-scores":
+        return list(dict.fromkeys([*names, "gap"]))
+    if release == "labels":
+        return [n for n in names if label_only(n)] or ["gap"]
+    raise AttackError(f"unknown release '{release}' (scores, masked-scores, labels)")
+
+
 def check_attack_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in ATTACKS]
     if unknown:

@@ -109,6 +109,10 @@ def run(
             "changed, composing every earlier release in the ledger",
         ),
     ] = False,
+    defense: Annotated[
+        str | None,
+        typer.Option(help="Train with a membership-inference defense ([defense.NAME]; not DP)"),
+    ] = None,
 ) -> None:
     """Run stages in order; write the run directory and print the summary table."""
 
@@ -117,11 +121,16 @@ def run(
         from rich.markup import escape
 
         from pipelines.config import load_config, with_run_settings
+        from pipelines.errors import PrivcompError
         from pipelines.progress import Reporter
         from pipelines.runner import run_pipeline
         from pipelines.table import summary_table
 
-        cfg = with_run_settings(load_config(config, set_), seed=seed, evaluate=evaluate)
+        cfg = with_run_settings(
+            load_config(config, set_), seed=seed, evaluate=evaluate, defense=defense
+        )
+        if defense is not None and "train" not in stages:
+            raise PrivcompError("--defense applies to the train stage, which this run lacks")
         directory = run_dir or _default_run_dir(stages, cfg)
         reporter = Reporter()
         summary = run_pipeline(

@@ -127,9 +127,15 @@ def _toml_string(text: str) -> str:
 
 
 def with_run_settings(
-    config: Config, *, seed: int | None = None, evaluate: str | None = None
+    config: Config,
+    *,
+    seed: int | None = None,
+    evaluate: str | None = None,
+    defense: str | None = None,
 ) -> Config:
-    """The configuration with the command line's own options (`--seed`, `--evaluate`) applied as
-    the typed values they are; they win over the file and `--set`. The input is not changed."""
+    """The configuration with the command line's own options (`--seed`, `--evaluate`,
+    `--defense`) applied as the typed values they are; they win over the file and `--set`. The
+    input is not changed."""
     given = {"seed": seed, "evaluate": evaluate}
-    return config.with_values("run", **{k: v for k, v in given.items() if v is not None})
+    config = config.with_values("run", **{k: v for k, v in given.items() if v is not None})
+    return config if defense is None else config.with_values("train", defense=defense)

@@ -14,7 +14,11 @@ from pipelines.ledger import Ledger
 from pipelines.measurements import MeasurementStore
 from pipelines.progress import Reporter
 from pipelines.spend import Guarantee, Spend
+from privacy.defenses import Defense
 from privacy.randomness import REPRODUCIBLE, SECURE
+
+DP_TRAINING_STAGES = ("train-ladp", "train-dpsgd")
+TRAINING_STAGES = ("train", *DP_TRAINING_STAGES)
 
 
 @dataclass
@@ -73,6 +77,15 @@ class RunContext:
         x, y = self.split(name)
         order = np.random.default_rng(self.seed).permutation(len(x))[: min(n, len(x))]
         return x[order], y[order]
+
+    @property
+    def trained_by(self) -> str | None:
+        """The training stage the artifacts so far descend from."""
+        return next((s for s in self.history if s in TRAINING_STAGES), None)
+
+    def defense(self) -> Defense | None:
+        """The membership-inference defense the artifacts so far were trained with."""
+        return self.config.defense() if self.trained_by == "train" else None
 
     def model_arch(self) -> dict[str, Any]:
         """The architecture record for a fresh model of the configured kind."""

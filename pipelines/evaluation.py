@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from attacks.references import ReferenceSet, TrainRecipe, train_references
-from attacks.suite import Pool, run_attacks
-from attacks.target import Target
+from attacks.suite import Pool, attacks_for_release, run_attacks
+from attacks.target import LabelOnlyTarget, LabelTarget, Target
 from models.training import accuracy
 from pipelines.artifacts import (
     artifact_bytes,
@@ -30,19 +30,17 @@ from pipelines.artifacts import (
     artifact_params,
     open_target,
 )
-from pipelines.context import RunContext
+from pipelines.context import DP_TRAINING_STAGES, TRAINING_STAGES, RunContext
 from pipelines.errors import PrivcompError
 from pipelines.executors import Executor, make_executor
 from pipelines.measurements import Measurement
 from pipelines.mirror import MIRRORED_STAGES, mirror_steps, mirrored_set
-from pipelines.recipes import DPRecipe
+from pipelines.recipes import DefenseRecipe, DPRecipe
 from pipelines.reference_cache import RECIPE, REFERENCE_DIR, ensure_logits, is_cached
 from pipelines.rundir import read_json, write_json
 from pipelines.settings.training import DPTrainingSettings
 
 TIMING = "timing.json"
-DP_TRAINING_STAGES = ("train-ladp", "train-dpsgd")
-TRAINING_STAGES = ("train", "train-ladp", "train-dpsgd")
 ROC_POINTS = 100  # log-spaced points of each ROC curve kept in metrics.json
 
 __all__ = ["measure", "measure_latest", "reference_set"]
@@ -72,12 +70,15 @@ def measure(ctx: RunContext, name: str, path: Path, *, attacks: list[str]) -> Me
     With attacks, "roc" holds each attack's ROC curve ({"fpr", "tpr"}, log-spaced points) for
     metrics.json; the summary takes only utility, size and attacks.
     """
+    release = released_output(ctx)
+    attacks = attacks_for_release(attacks, release)
     digest = artifact_hash(name, path)
     known = ctx.measurements.get(digest)
     missing = [a for a in attacks if known is None or a not in known.attacks]
     if known is not None and not missing:
         return known
     target = open_target(name, path)
+    queried: Target | LabelTarget = LabelOnlyTarget(target) if release == "labels" else target
     if known is None:
         x_test, y_test = ctx.split("test")
         known = Measurement(
@@ -90,13 +91,20 @@ def measure(ctx: RunContext, name: str, path: Path, *, attacks: list[str]) -> Me
             },
         )
     if missing:
-        summary, roc = _attack(ctx, target, missing)
+        summary, roc = _attack(ctx, queried, missing)
         known = known.merged(replace(known, attacks=summary, roc=roc))
     return ctx.measurements.put(known)
 
 
+def released_output(ctx: RunContext) -> str:
+    """What the latest artifact answers a query with (privacy.defenses.RELEASES): a defended
+    model's release, full scores otherwise."""
+    defense = ctx.defense()
+    return defense.release if defense is not None else "scores"
+
+
 def _attack(
-    ctx: RunContext, target: Target, names: list[str]
+    ctx: RunContext, target: Target | LabelTarget, names: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     candidates = candidate_pool(ctx)
     references = reference_set(ctx, candidates)
@@ -162,7 +170,7 @@ def _executor(ctx: RunContext) -> Executor:
     return make_executor(cfg.executor, workers=cfg.workers)
 
 
-def train_recipe(ctx: RunContext) -> tuple[TrainRecipe | DPRecipe, str]:
+def train_recipe(ctx: RunContext) -> tuple[TrainRecipe | DPRecipe | DefenseRecipe, str]:
     """The references' recipe and a one-line description of it.
 
     "train": Adam with the [train] settings for evaluate.shadow_epochs (cheap);
@@ -170,7 +178,8 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe | DPRecipe, str]:
     engine and settings, the candidate a private search chose, the noise multiplier the target was
     trained with (read from the ledger), so that each reference step is the target's mechanism,
     and the public split its allocation reads;
-    "auto" (the default): "target" for a DP-trained artifact, "train" otherwise.
+    with a defense ([train] defense) it is a DefenseRecipe: the same defense and settings;
+    "auto" (the default): "target" for a DP-trained or defended artifact, "train" otherwise.
     """
     cfg, train = ctx.config.evaluate, ctx.config.train
     adam = TrainRecipe(
@@ -179,12 +188,20 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe | DPRecipe, str]:
         lr=train.lr,
         weight_decay=train.weight_decay,
     )
-    trained_by = next((s for s in ctx.history if s in TRAINING_STAGES), "train")
+    trained_by = ctx.trained_by or "train"
+    defense = ctx.defense()
     recipe = cfg.reference_recipe
-    if recipe == "auto":  # the stronger recipe on DP targets (BENCHMARKS.md, references)
-        recipe = "target" if trained_by in DP_TRAINING_STAGES else "train"
+    if recipe == "auto":
+        # The stronger recipe on DP targets (BENCHMARKS.md, references); the adaptive one on
+        # defended targets (Aerni et al. 2024: references trained with the same defense).
+        recipe = "target" if trained_by in DP_TRAINING_STAGES or defense else "train"
     if recipe == "train":
         return adam, "train"
+    if defense is not None:
+        like_defended = DefenseRecipe(
+            defense=defense, plan=train.plan(), arch=ctx.model_arch(), public=ctx.split("public")
+        )
+        return like_defended, f"target (train, defense {defense.name})"
     if trained_by == "train":
         return TrainRecipe(
             epochs=train.epochs,

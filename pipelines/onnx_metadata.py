@@ -55,6 +55,7 @@ def onnx_metadata(
     """
     eps = guarantee.epsilon if guarantee else None
     mode = ctx.noise_mode
+    defense = ctx.defense()
     meta: dict[str, Any] = {
         "privcomp.version": _version(),
         "privcomp.dataset": ctx.dataset.name,
@@ -65,6 +66,9 @@ def onnx_metadata(
         "privcomp.noise_note": noise_description(mode),
         "privcomp.stages": [*ctx.history, stage],
         "privcomp.test_accuracy": test_accuracy,
+        # A defense's name and settings are configuration; it is not DP (epsilon stays null).
+        "privcomp.defense": defense.name if defense else None,
+        "privcomp.release": defense.release if defense else "scores",
     }
     if attack_metadata:
         attack = attack or {}

@@ -27,13 +27,20 @@ def run_info(ctx: RunContext, version: str) -> dict[str, Any]:
 def artifact_row(ctx: RunContext, stage: str, seconds: float | None, digest: str) -> dict[str, Any]:
     """The row of the artifact the current stage produced (measurements are filled at the end)."""
     assert ctx.latest is not None and ctx.guarantee is not None
+    defense = ctx.defense()
     return {
         "name": stage,
         "artifact": str(ctx.artifacts[ctx.latest].relative_to(ctx.run_dir)),
         "artifact_kind": ctx.latest,
         "artifact_hash": digest,
         "seconds": seconds,
-        "privacy": {"epsilon": ctx.guarantee.epsilon, "delta": ctx.guarantee.delta},
+        "privacy": {
+            "epsilon": ctx.guarantee.epsilon,
+            "delta": ctx.guarantee.delta,
+            # A defense is no guarantee (epsilon stays null); it says what the model releases.
+            "defense": defense.name if defense is not None else None,
+            "release": defense.release if defense is not None else "scores",
+        },
     }
 
 

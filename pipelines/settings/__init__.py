@@ -19,6 +19,7 @@ from pipelines.settings.compression import (
     PruneSettings,
     QuantizeSettings,
 )
+from pipelines.settings.defenses import PREFIX, DefenseSettings, defense_sections
 from pipelines.settings.evaluation import EvaluateSettings
 from pipelines.settings.run import (
     BudgetSettings,
@@ -28,6 +29,7 @@ from pipelines.settings.run import (
     SearchSettings,
 )
 from pipelines.settings.training import TrainDPSGDSettings, TrainLADPSettings, TrainSettings
+from privacy.defenses import Defense
 
 SECTIONS: dict[str, type[Section]] = {}
 
@@ -55,6 +57,7 @@ for _cls in (
     DistillSettings,
     BudgetSettings,
     EvaluateSettings,
+    *defense_sections(),
 ):
     register_section(_cls)
 
@@ -114,6 +117,13 @@ class Config:
     @property
     def train_dpsgd(self) -> TrainDPSGDSettings:
         return self._typed("train-dpsgd", TrainDPSGDSettings)
+
+    def defense(self) -> Defense | None:
+        """The [train] defense with its [defense.NAME] settings; None for an undefended run."""
+        name = self.train.defense
+        if name == "none":
+            return None
+        return self._typed(PREFIX + name, DefenseSettings).defense()
 
     @property
     def prune(self) -> PruneSettings:

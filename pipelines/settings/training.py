@@ -12,9 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.settings.base import Section, derived, require, setting
+from pipelines.settings.base import Section, derived, one_of, require, setting
 from pipelines.settings.run import SearchSettings
 from privacy.config import LADPConfig
+from privacy.defenses import DEFENSES, TrainingPlan
 from privacy.search import SearchSpace
 
 _LADP = LADPConfig()
@@ -30,8 +31,10 @@ class TrainSettings(Section):
     batch_size: int = setting(64, "batch size")
     lr: float = setting(1e-3, "Adam learning rate")
     weight_decay: float = setting(0.0, "Adam weight decay")
+    defense: str = setting("none", "none | a membership-inference defense ([defense.NAME])")
 
     def __post_init__(self) -> None:
+        one_of("train", "defense", self.defense, ["none", *sorted(DEFENSES)])
         require(
             self.epochs >= 1 and self.batch_size >= 1 and self.lr > 0 and self.weight_decay >= 0,
             "train: need epochs >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0",
@@ -39,6 +42,15 @@ class TrainSettings(Section):
         require(
             math.isfinite(self.lr) and math.isfinite(self.weight_decay),
             "train.lr and train.weight_decay must be finite numbers",
+        )
+
+    def plan(self) -> TrainingPlan:
+        """The undefended training a defense starts from."""
+        return TrainingPlan(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
         )
 
 

@@ -14,6 +14,7 @@ from models.training import accuracy, fit, predict_logits
 from models.zoo import seeded_model
 from pipelines.artifacts import MODEL
 from pipelines.context import RunContext
+from pipelines.cost import measured
 from pipelines.errors import PrivcompError
 from pipelines.settings.training import (
     DPTrainingSettings,
@@ -23,6 +24,7 @@ from pipelines.settings.training import (
 )
 from pipelines.stage import Spend, Stage, StageResult, register_stage
 from privacy.config import LADPConfig, plan_noise
+from privacy.defenses import Defense
 from privacy.engines import build_engine
 from privacy.ladp import LADPEngine, LADPResult
 from privacy.search import SearchPlan, SearchSpace, plan_search, public_accuracy, run_search
@@ -40,36 +42,67 @@ def _fresh_model(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
 NOT_PRIVATE = Spend(kind="none", details={"mechanism": "adam, no DP"})
 
 
+def defended_spend(defense: Defense) -> Spend:
+    """A defense is not DP: the spend says which one ran, and ε stays infinite."""
+    details = {"mechanism": f"adam with defense '{defense.name}', no DP", "defense": defense.name}
+    return Spend(kind="none", details=details)
+
+
 @register_stage
 class Train(Stage[TrainSettings]):
     name = "train"
     requires = ("splits",)
     provides = (MODEL,)
-    privacy_cost = "epsilon = inf: trains on the members without DP"
-    summary = "non-private baseline training on the members"
+    privacy_cost = "epsilon = inf: trains on the members without DP (a defense is not DP either)"
+    summary = "non-private training on the members, optionally with a defense (--defense NAME)"
     Config = TrainSettings
 
     def planned_spend(self, ctx: RunContext) -> Spend:
-        return NOT_PRIVATE
+        defense = ctx.config.defense()
+        return NOT_PRIVATE if defense is None else defended_spend(defense)
 
     def run(self, ctx: RunContext) -> StageResult:
         x, y = ctx.split("members")
-        model, arch = _fresh_model(ctx)
-        with ctx.reporter.task("train (non-private)") as progress:
-            fit(
-                model,
-                x,
-                y,
-                epochs=self.config.epochs,
-                batch_size=self.config.batch_size,
-                lr=self.config.lr,
-                weight_decay=self.config.weight_decay,
-                seed=ctx.seed,
-                progress=progress,
-            )
+        defense = ctx.config.defense()
+        label = "train (non-private)" if defense is None else f"train with {defense.name} (not DP)"
+        with ctx.reporter.task(label) as progress, measured() as cost:
+            if defense is None:
+                model, arch = _fresh_model(ctx)
+                fit(
+                    model,
+                    x,
+                    y,
+                    epochs=self.config.epochs,
+                    batch_size=self.config.batch_size,
+                    lr=self.config.lr,
+                    weight_decay=self.config.weight_decay,
+                    seed=ctx.seed,
+                    progress=progress,
+                )
+            else:
+                base = ctx.model_arch()
+                arch = defense.released_arch(base)
+                model = defense.train(
+                    base,
+                    (x, y),
+                    public=ctx.split("public"),
+                    plan=self.config.plan(),
+                    seed=ctx.seed,
+                    progress=progress,
+                )
         save_model(model, ctx.stage_dir, arch=arch)
-        train_acc = accuracy(predict_logits(model, x), y)
-        return StageResult({MODEL: ctx.stage_dir}, NOT_PRIVATE, {"train_accuracy": train_acc})
+        metrics: dict[str, Any] = {
+            "train_accuracy": accuracy(predict_logits(model, x), y),
+            "cost": cost.to_dict(),
+        }
+        if defense is None:
+            return StageResult({MODEL: ctx.stage_dir}, NOT_PRIVATE, metrics)
+        metrics["defense"] = {
+            "name": defense.name,
+            "release": defense.release,
+            "settings": defense.settings(),
+        }
+        return StageResult({MODEL: ctx.stage_dir}, defended_spend(defense), metrics)
 
 
 class _DPTraining(Stage[DPTrainingSettings]):
@@ -148,9 +181,10 @@ class _DPTraining(Stage[DPTrainingSettings]):
             if space.searching:
                 model, spend, metrics = self._search(ctx, model, space)
             else:
-                with ctx.reporter.task(self.name) as progress:
+                with ctx.reporter.task(self.name) as progress, measured() as cost:
                     engine = self._engine(ctx, model, space.config(), ctx.noise_seed(0))
                     model, spend, metrics = self._released(engine.run(progress))
+                metrics["cost"] = cost.to_dict()  # a search's cost would reveal its K
         except ValueError as exc:
             raise PrivcompError(f"{self.name}: {exc}") from exc
         save_model(model, ctx.stage_dir, arch=arch)

@@ -10,7 +10,16 @@ from privacy.defenses.base import (
     Defense,
     TrainingPlan,
     build_defense,
+    knob,
     register_defense,
 )
 
-__all__ = ["DEFENSES", "RELEASES", "Defense", "TrainingPlan", "build_defense", "register_defense"]
+__all__ = [
+    "DEFENSES",
+    "RELEASES",
+    "Defense",
+    "TrainingPlan",
+    "build_defense",
+    "knob",
+    "register_defense",
+]

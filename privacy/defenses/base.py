@@ -13,7 +13,7 @@ a one-line ValueError.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -65,8 +65,6 @@ class Defense(ABC):
         the members with the defense; every random choice from `seed`."""
 
     def settings(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -91,3 +89,9 @@ def build_defense(name: str, **settings: Any) -> Defense:
         return cls(**settings)
     except TypeError as exc:  # an unknown setting
         raise ValueError(f"defense '{name}': {exc}") from exc
+
+
+def knob(default: Any, doc: str) -> Any:
+    """A defense setting: its default (the original study's value) and one line for the README's
+    config table ([defense.NAME])."""
+    return field(default=default, metadata={"doc": doc})

@@ -1,0 +1,322 @@
+"""`pipeline compare-defenses`: the defense study, done the way Aerni et al. 2024 say it must be.
+
+Every method trains on the same members with the same seed (so the same split, canaries, pool
+and initial weights): the undefended baseline, each heuristic defense, and DP-SGD and LADP over a
+grid of ε. Each is attacked by the adaptive suite (attacks fitted to what it releases; references
+trained with the same defense or DP engine) with canaries among the members. Each defense is then
+set against the DP model of equal test accuracy, interpolated on the ε grid; "no DP match" where
+the grid does not reach that accuracy.
+
+Each method is one run dir under <out>/runs/ (resumable: a finished method is reused), trained and
+attacked in a worker of the executor, so independent methods run in parallel. The comparison is
+written as study.json, study.md and figures (pipelines/study_report.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import PrivcompError
+from pipelines.executors import make_executor
+from pipelines.progress import Reporter
+from pipelines.rundir import read_json
+from privacy.defenses import DEFENSES
+
+SCHEMA_VERSION = 1
+DEFAULT_EPSILONS = (1.0, 3.0, 8.0, 30.0, 100.0)
+# Aerni et al.: TPR at 1% FPR needs a few hundred canaries of each kind to be more than noise.
+DEFAULT_CANARIES = 250
+BASELINE = "undefended"
+DP_STAGES = {"dp-sgd": "train-dpsgd", "ladp": "train-ladp"}
+HEADLINE = "tpr_at_1pct_fpr"  # on the canaries: the study's headline metric
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    out: Path
+    defenses: tuple[str, ...] = tuple(sorted(DEFENSES))
+    model: str = "cnn"
+    dataset: str = "mnist5k"
+    epsilons: tuple[float, ...] = DEFAULT_EPSILONS
+    canaries: int = DEFAULT_CANARIES
+    references: int = 8  # per heuristic method (trained with its defense)
+    dp_references: int = 4  # per DP method (trained through the DP engine: slower per model)
+    workers: int = 2
+    executor: str = "local"
+    config: Path | None = None  # the user's TOML; the study's own settings win over it
+    overrides: tuple[str, ...] = ()  # the user's --set, applied before the study's
+
+    def __post_init__(self) -> None:
+        unknown = [d for d in self.defenses if d not in DEFENSES]
+        if unknown:
+            known = ", ".join(sorted(DEFENSES))
+            raise PrivcompError(f"unknown defense(s) {', '.join(unknown)} (known: {known})")
+        if not self.epsilons or any(not (e > 0 and math.isfinite(e)) for e in self.epsilons):
+            raise PrivcompError("--epsilon needs one or more finite values > 0")
+        if self.canaries < 0 or self.references < 2 or self.dp_references < 2:
+            raise PrivcompError("need canaries >= 0 and references, dp-references >= 2")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One trained model of the study."""
+
+    name: str  # "undefended", a defense, or "<engine> ε=<e>"
+    kind: str  # baseline | defense | dp
+    stage: str
+    settings: tuple[str, ...]  # --set items of this method (over the study's common ones)
+    epsilon: float | None = None
+    engine: str | None = None  # the DP engine of a dp method
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "-").replace("ε=", "eps")
+
+
+def methods(options: StudyOptions) -> list[Method]:
+    out = [Method(BASELINE, "baseline", "train", ('train.defense="none"',))]
+    out += [Method(d, "defense", "train", (f'train.defense="{d}"',)) for d in options.defenses]
+    for engine, stage in DP_STAGES.items():
+        for eps in sorted(options.epsilons):
+            settings = [f"{stage}.epsilon={eps!r}"]
+            if engine == "dp-sgd" and options.model == "resnet18":
+                # Opacus fails on resnet18's in-place residual add: the same flat clipping with
+                # privcomp's own per-example norms (LADP with one group).
+                settings.append('train-dpsgd.per_example="privcomp"')
+            out.append(
+                Method(f"{engine} ε={eps:g}", "dp", stage, tuple(settings), eps, engine=engine)
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class MethodJob:
+    """What a worker needs to run one method (picklable)."""
+
+    method: Method
+    config: str | None
+    settings: tuple[str, ...]
+    run_dir: str
+
+
+def common_settings(options: StudyOptions) -> list[str]:
+    """What every method shares: data, model, seed, canaries, and the attacks run once, on the
+    trained model, with references trained in this worker (the executor runs methods)."""
+    return [
+        *options.overrides,
+        f'run.dataset="{options.dataset}"',
+        f'run.model="{options.model}"',
+        'run.evaluate="last"',
+        f"data.canaries={options.canaries}",
+        'evaluate.executor="serial"',
+    ]
+
+
+def jobs(options: StudyOptions) -> list[MethodJob]:
+    common = common_settings(options)
+    out = []
+    for method in methods(options):
+        refs = options.dp_references if method.kind == "dp" else options.references
+        settings = (*common, f"evaluate.shadow_models={refs}", *method.settings)
+        out.append(
+            MethodJob(
+                method=method,
+                config=str(options.config) if options.config else None,
+                settings=settings,
+                run_dir=str(options.out / "runs" / method.slug),
+            )
+        )
+    return out
+
+
+def run_method(job: MethodJob) -> dict[str, Any]:
+    """Train and attack one method in its run dir; a failure is reported, not raised, so that
+    one method's error does not discard the others' hours."""
+    from rich.console import Console
+
+    from models.errors import UserError
+    from pipelines.config import load_config
+    from pipelines.runner import run_pipeline
+
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "study.log").open("a") as log:
+        reporter = Reporter(Console(file=log, width=100))
+        try:
+            config = load_config(Path(job.config) if job.config else None, list(job.settings))
+            summary = run_pipeline(
+                [job.method.stage], config=config, run_dir=run_dir, reporter=reporter
+            )
+        except (UserError, RuntimeError, ValueError) as exc:
+            line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return {"method": asdict(job.method), "error": line}
+    metrics = read_json(run_dir / f"01-{job.method.stage}" / "metrics.json")
+    return {
+        "method": asdict(job.method),
+        "summary": summary,
+        "stage_metrics": metrics.get("stage", {}),
+    }
+
+
+# ---- analysis ------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodRow:
+    """What the study reports of one method."""
+
+    name: str
+    kind: str
+    epsilon: float | None
+    engine: str | None
+    release: str
+    test_accuracy: float
+    attacks: dict[str, Any]  # attack -> metrics (population average, with "canaries" nested)
+    cost: dict[str, Any]
+    strongest: dict[str, Any] = field(default_factory=dict)  # on the canaries, by HEADLINE
+    match: dict[str, Any] | None = None  # the DP model of equal accuracy (defenses only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def method_row(result: dict[str, Any]) -> MethodRow:
+    method, row = result["method"], result["summary"]["stages"][0]
+    attacks = row.get("attacks", {})
+    return MethodRow(
+        name=method["name"],
+        kind=method["kind"],
+        epsilon=method["epsilon"],
+        engine=method["engine"],
+        release=row["privacy"].get("release", "scores"),
+        test_accuracy=float(row["utility"]["test_accuracy"]),
+        attacks=attacks,
+        cost=dict(result["stage_metrics"].get("cost", {})),
+        strongest=strongest_on_canaries(attacks),
+    )
+
+
+def _headline(metrics: dict[str, Any], population: bool) -> dict[str, Any] | None:
+    """The headline numbers of one attack: on its canaries, or its population average."""
+    source = metrics if population else metrics.get("canaries")
+    if not source:
+        return None
+    ci = source.get(f"{HEADLINE}_ci") or [None, None]
+    return {"value": float(source[HEADLINE]), "ci": list(ci), "auc": source.get("auc")}
+
+
+def strongest_on_canaries(attacks: dict[str, Any]) -> dict[str, Any]:
+    """The attack with the highest canary TPR at 1% FPR (the population average where a run has
+    no canaries). A maximum over attacks, uncorrected for the selection: read it as such."""
+    best: dict[str, Any] = {}
+    for name, metrics in attacks.items():
+        population = "canaries" not in metrics
+        numbers = _headline(metrics, population)
+        if numbers and (not best or numbers["value"] > best["value"]):
+            best = {"attack": name, "on": "population" if population else "canaries", **numbers}
+    return best
+
+
+def interpolate_match(
+    accuracy: float, curve: Sequence[tuple[float, float, dict[str, Any]]]
+) -> dict[str, Any] | None:
+    """The DP point of equal test accuracy on a curve of (ε, accuracy, strongest) sorted by ε:
+    linear in log ε between the first two grid points whose accuracies bracket `accuracy`; None
+    where no two do (the grid does not reach it)."""
+    for (e0, a0, s0), (e1, a1, s1) in zip(curve, curve[1:], strict=False):
+        if min(a0, a1) <= accuracy <= max(a0, a1) and a0 != a1:
+            t = (accuracy - a0) / (a1 - a0)
+            eps = math.exp(math.log(e0) + t * (math.log(e1) - math.log(e0)))
+
+            def lerp(u: Any, v: Any) -> float | None:
+                return None if u is None or v is None else float(u + t * (v - u))
+
+            ci = [lerp(s0["ci"][i], s1["ci"][i]) for i in range(2)]
+            return {"epsilon": eps, "value": lerp(s0["value"], s1["value"]), "ci": ci}
+    return None
+
+
+def verdict(defense: dict[str, Any], dp: dict[str, Any] | None) -> str:
+    """Whether the defense leaks less than the DP model of equal accuracy, beyond the intervals."""
+    if dp is None:
+        return "no DP match"
+    d_lo, d_hi = defense.get("ci") or [None, None]
+    p_lo, p_hi = dp.get("ci") or [None, None]
+    if None not in (d_hi, p_lo) and d_hi < p_lo:
+        return "defense leaks less"
+    if None not in (p_hi, d_lo) and p_hi < d_lo:
+        return "DP leaks less"
+    if d_lo is None or p_lo is None:
+        return "defense leaks less" if defense["value"] < dp["value"] else "DP leaks less or equal"
+    return "no significant difference"
+
+
+def analyse(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """study.json's content: a row per method, defenses matched against each DP engine."""
+    failed = [{"method": r["method"]["name"], "error": r["error"]} for r in results if "error" in r]
+    rows = [method_row(r) for r in results if "error" not in r]
+    baseline = next((r for r in rows if r.kind == "baseline"), None)
+    base_cost = baseline.cost if baseline else {}
+    for row in rows:
+        for key in ("seconds", "peak_memory_bytes"):
+            ref = base_cost.get(key)
+            if ref and row.cost.get(key) is not None:
+                row.cost[f"{key}_vs_baseline"] = row.cost[key] / ref
+    curves = {
+        engine: sorted(
+            (r.epsilon, r.test_accuracy, r.strongest)
+            for r in rows
+            if r.engine == engine and r.epsilon is not None and r.strongest
+        )
+        for engine in DP_STAGES
+    }
+    for row in rows:
+        if row.kind == "dp" or not row.strongest:
+            continue
+        row.match = {}
+        for engine, curve in curves.items():
+            dp = interpolate_match(row.test_accuracy, curve)
+            row.match[engine] = {"dp": dp, "verdict": verdict(row.strongest, dp)}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "headline": f"strongest attack's {HEADLINE} on the canaries, 95% interval",
+        "methods": [r.to_dict() for r in rows],
+        "failed": failed,
+    }
+
+
+def run_study(options: StudyOptions, *, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train and attack every method, then write study.json, study.md and the figures."""
+    from pipelines.study_report import write_report
+
+    reporter = reporter or Reporter()
+    todo = jobs(options)
+    options.out.mkdir(parents=True, exist_ok=True)
+    reporter.info(
+        f"defense study: {len(todo)} methods in {options.out} "
+        f"({options.workers} worker(s); each method's log: runs/<method>/study.log)"
+    )
+    workers = 1 if options.executor == "serial" else min(options.workers, os.cpu_count() or 1)
+    executor = make_executor(options.executor, workers=workers)
+    with reporter.task("methods trained and attacked") as progress:
+        results = executor.map(run_method, todo, progress=progress)
+    study = analyse(results)
+    study["options"] = {
+        "defenses": list(options.defenses),
+        "model": options.model,
+        "dataset": options.dataset,
+        "epsilons": list(options.epsilons),
+        "canaries": options.canaries,
+        "references": options.references,
+        "dp_references": options.dp_references,
+        "workers": workers,
+    }
+    write_report(study, options.out)
+    for failure in study["failed"]:
+        reporter.info(f"[red]failed[/red]: {failure['method']}: {failure['error']}")
+    return study

@@ -4,6 +4,8 @@ l2, dropout, label-smoothing, adversarial-regularization, mixup-mmd, model-stack
 trust-score-masking, knowledge-distillation. None is DP: see base.py.
 """
 
+# Importing each defense's module registers it.
+from privacy.defenses import distillation, dropout, l2, label_smoothing, stacking
 from privacy.defenses.base import (
     DEFENSES,
     RELEASES,
@@ -13,4 +15,16 @@ from privacy.defenses.base import (
     register_defense,
 )
 
-__all__ = ["DEFENSES", "RELEASES", "Defense", "TrainingPlan", "build_defense", "register_defense"]
+__all__ = [
+    "DEFENSES",
+    "RELEASES",
+    "Defense",
+    "TrainingPlan",
+    "build_defense",
+    "distillation",
+    "dropout",
+    "l2",
+    "label_smoothing",
+    "register_defense",
+    "stacking",
+]

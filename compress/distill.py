@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models.training import ProgressFn, fit, predict_logits
+from models.training import ProgressFn, distillation_loss, fit, predict_logits
+from models.training import soft_labels as soft_labels  # where the distill stage finds it
 from models.zoo import MODELS, seeded_model
 
 DEFAULT_TEMPERATURE = 3.0
@@ -47,23 +47,6 @@ def student_model(
             kwargs[key] = int(value)
     model = seeded_model(name, seed=seed, **kwargs)
     return model, {"name": name, "kwargs": {**kwargs, "in_shape": list(in_shape)}}
-
-
-def soft_labels(teacher: nn.Module, x: np.ndarray, *, temperature: float) -> np.ndarray:
-    """softmax(teacher(x) / T), float32 (N, classes)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = torch.as_tensor(predict_logits(teacher, x), dtype=torch.float64)
-    return torch.softmax(logits / temperature, dim=1).float().numpy()
-
-
-def distillation_loss(
-    student_logits: torch.Tensor, teacher_probs: torch.Tensor, *, temperature: float
-) -> torch.Tensor:
-    """T² · KL(teacher_T || student_T), averaged over the batch (Hinton et al.'s scaling keeps
-    gradient sizes comparable across temperatures)."""
-    log_student = F.log_softmax(student_logits / temperature, dim=1)
-    return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature**2
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Non-private training loop and batched inference, shared by targets, shadows and references."""
+"""Non-private training loop and batched inference, shared by targets, shadows and references,
+and the soft-label distillation loss (shared by compress.distill and the distillation defense)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,23 @@ def predict_logits(model: nn.Module, x: np.ndarray, *, batch_size: int = 512) ->
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def soft_labels(teacher: nn.Module, x: np.ndarray, *, temperature: float) -> np.ndarray:
+    """softmax(teacher(x) / T), float32 (N, classes)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = torch.as_tensor(predict_logits(teacher, x), dtype=torch.float64)
+    return torch.softmax(logits / temperature, dim=1).float().numpy()
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, *, temperature: float
+) -> torch.Tensor:
+    """T² · KL(teacher_T || student_T), averaged over the batch (Hinton et al.'s scaling keeps
+    gradient sizes comparable across temperatures)."""
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature**2
 
 
 def accuracy(logits: np.ndarray, y: np.ndarray) -> float:

@@ -53,6 +53,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _dropout(rate: float) -> list[nn.Module]:
+    """A Dropout layer, or none at rate 0: models without dropout keep the layers (and the saved
+    module names) they always had. Eval mode disables it, so inference and export are unchanged."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {rate}")
+    return [nn.Dropout(rate)] if rate > 0 else []
+
+
 def _groups(channels: int, preferred: int) -> int:
     """Largest group count <= preferred that divides channels (pruned widths stay valid)."""
     for g in range(min(preferred, channels), 0, -1):
@@ -69,8 +77,10 @@ def small_cnn(
     width: int = 32,
     hidden: int = 128,
     groups: int = 4,
+    dropout: float = 0.0,
 ) -> nn.Module:
-    """Two conv blocks + two dense layers: the workhorse for DP training on a laptop."""
+    """Two conv blocks + two dense layers: the workhorse for DP training on a laptop. dropout > 0
+    drops the flattened features and the hidden layer's activations."""
     c, h, w = in_shape
     flat = 2 * width * (h // 4) * (w // 4)
     return nn.Sequential(
@@ -83,28 +93,39 @@ def small_cnn(
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
+        *_dropout(dropout),
         nn.Linear(flat, hidden),
         nn.ReLU(),
+        *_dropout(dropout),
         nn.Linear(hidden, num_classes),
     )
 
 
 @register_model("mlp")
 def mlp(
-    *, in_shape: tuple[int, int, int], num_classes: int, hidden: int = 256, depth: int = 2
+    *,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    hidden: int = 256,
+    depth: int = 2,
+    dropout: float = 0.0,
 ) -> nn.Module:
+    """depth hidden layers; dropout > 0 drops each hidden layer's activations (not the pixels)."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_shape[0] * in_shape[1] * in_shape[2]
     for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        layers += [nn.Linear(width, hidden), nn.ReLU(), *_dropout(dropout)]
         width = hidden
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
 
 
 @register_model("resnet18")
-def resnet18(*, in_shape: tuple[int, int, int], num_classes: int, groups: int = 8) -> nn.Module:
-    """torchvision's ResNet-18 with GroupNorm and a 3x3 stride-1 stem for 28x28 inputs."""
+def resnet18(
+    *, in_shape: tuple[int, int, int], num_classes: int, groups: int = 8, dropout: float = 0.0
+) -> nn.Module:
+    """torchvision's ResNet-18 with GroupNorm and a 3x3 stride-1 stem for 28x28 inputs; dropout > 0
+    drops the pooled features before the classifier (fc becomes Sequential(Dropout, Linear))."""
     from torchvision.models import resnet18 as tv_resnet18
 
     def norm(channels: int) -> nn.Module:
@@ -113,6 +134,8 @@ def resnet18(*, in_shape: tuple[int, int, int], num_classes: int, groups: int = 
     model = tv_resnet18(weights=None, num_classes=num_classes, norm_layer=norm)
     model.conv1 = nn.Conv2d(in_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
+    if dropout_layers := _dropout(dropout):
+        model.fc = nn.Sequential(*dropout_layers, model.fc)
     return model
 
 

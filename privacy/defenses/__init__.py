@@ -4,6 +4,8 @@ l2, dropout, label-smoothing, adversarial-regularization, mixup-mmd, model-stack
 trust-score-masking, knowledge-distillation. None is DP: see base.py.
 """
 
+# Importing each defense's module registers it.
+from privacy.defenses import distillation, dropout, l2, label_smoothing, stacking
 from privacy.defenses.base import (
     DEFENSES,
     RELEASES,
@@ -21,5 +23,10 @@ __all__ = [
     "TrainingPlan",
     "build_defense",
     "knob",
+    "distillation",
+    "dropout",
+    "l2",
+    "label_smoothing",
     "register_defense",
+    "stacking",
 ]

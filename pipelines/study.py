@@ -233,7 +233,7 @@ def interpolate_match(
             t = (accuracy - a0) / (a1 - a0)
             eps = math.exp(math.log(e0) + t * (math.log(e1) - math.log(e0)))
 
-            def lerp(u: Any, v: Any) -> float | None:
+            def lerp(u: Any, v: Any, t: float = t) -> float | None:
                 return None if u is None or v is None else float(u + t * (v - u))
 
             ci = [lerp(s0["ci"][i], s1["ci"][i]) for i in range(2)]

@@ -18,14 +18,14 @@ from typing import ClassVar
 from torch import nn
 
 from models.training import ProgressFn, distillation_loss, soft_labels
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, register_defense
+from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
 from privacy.defenses.fitting import build, stage_progress, steps, sub_seed, train
 
 
 @dataclass(frozen=True)
 class DistillationDefense(Defense):
-    temperature: float = 3.0
-    student_epochs: int | None = None  # None: the plan's epochs
+    temperature: float = knob(3.0, "softmax temperature of the soft labels")
+    student_epochs: int = knob(0, "epochs of the student on the public split (0: [train] epochs)")
 
     name: ClassVar[str] = "knowledge-distillation"
     release: ClassVar[str] = "scores"
@@ -37,8 +37,8 @@ class DistillationDefense(Defense):
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"distillation temperature must be > 0, got {self.temperature}")
-        if self.student_epochs is not None and self.student_epochs < 1:
-            raise ValueError(f"student_epochs must be >= 1, got {self.student_epochs}")
+        if self.student_epochs < 0:
+            raise ValueError(f"student_epochs must be >= 0, got {self.student_epochs}")
 
     def train(
         self,

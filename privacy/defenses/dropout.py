@@ -16,7 +16,7 @@ from torch import nn
 
 from models.training import ProgressFn
 from models.zoo import MODELS
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, register_defense
+from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
 from privacy.defenses.fitting import build, train
 
 
@@ -27,7 +27,7 @@ def _with_dropout() -> list[str]:
 
 @dataclass(frozen=True)
 class DropoutDefense(Defense):
-    rate: float = 0.5
+    rate: float = knob(0.5, "dropout rate before the classifier layers")
 
     name: ClassVar[str] = "dropout"
     release: ClassVar[str] = "scores"

@@ -16,13 +16,13 @@ from typing import ClassVar
 from torch import nn
 
 from models.training import ProgressFn
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, register_defense
+from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
 from privacy.defenses.fitting import build, train
 
 
 @dataclass(frozen=True)
 class L2Defense(Defense):
-    weight: float = 0.01  # λ
+    weight: float = knob(0.01, "λ: Adam's coupled L2 penalty (added to train.weight_decay)")
 
     name: ClassVar[str] = "l2"
     release: ClassVar[str] = "scores"

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.training import LossFn, ProgressFn
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, register_defense
+from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
 from privacy.defenses.fitting import build, train
 
 
 @dataclass(frozen=True)
 class LabelSmoothingDefense(Defense):
-    smoothing: float = 0.1
+    smoothing: float = knob(0.1, "label smoothing of the cross-entropy targets")
 
     name: ClassVar[str] = "label-smoothing"
     release: ClassVar[str] = "scores"

@@ -232,7 +232,7 @@ def test_progress_runs_once_over_all_stages(split: Split) -> None:
         ("label-smoothing", {"smoothing": 1.0}),
         ("label-smoothing", {"smoothing": math.nan}),
         ("knowledge-distillation", {"temperature": 0.0}),
-        ("knowledge-distillation", {"student_epochs": 0}),
+        ("knowledge-distillation", {"student_epochs": -1}),
         ("model-stacking", {"parts": 4}),  # no such setting
     ],
 )

@@ -4,6 +4,8 @@ l2, dropout, label-smoothing, adversarial-regularization, mixup-mmd, model-stack
 trust-score-masking, knowledge-distillation. None is DP: see base.py.
 """
 
+# The defense modules are imported for their registration in DEFENSES.
+from privacy.defenses import adversarial, mixup_mmd  # noqa: F401
 from privacy.defenses.base import (
     DEFENSES,
     RELEASES,

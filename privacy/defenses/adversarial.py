@@ -47,7 +47,9 @@ class AdversarialRegularization(Defense):
         if not self.weight >= 0:  # also refuses NaN
             raise ValueError(f"{self.name}: weight must be >= 0, got {self.weight}")
         if self.adversary_steps < 1:
-            raise ValueError(f"{self.name}: adversary_steps must be >= 1, got {self.adversary_steps}")
+            raise ValueError(
+                f"{self.name}: adversary_steps must be >= 1, got {self.adversary_steps}"
+            )
         if self.adversary_hidden < 1:
             raise ValueError(
                 f"{self.name}: adversary_hidden must be >= 1, got {self.adversary_hidden}"

@@ -5,7 +5,7 @@ trust-score-masking, knowledge-distillation. None is DP: see base.py.
 """
 
 # The defense modules are imported for their registration in DEFENSES.
-from privacy.defenses import adversarial, mixup_mmd  # noqa: F401
+from privacy.defenses import adversarial, mixup_mmd, trust_score  # noqa: F401
 from privacy.defenses.base import (
     DEFENSES,
     RELEASES,

@@ -38,7 +38,9 @@ class TrustMasked(nn.Module):
     ):
         super().__init__()
         if k < 1 or index_size < k:
-            raise ValueError(f"trust-masked: needs 1 <= k <= index_size, got k={k}, {index_size}")
+            raise ValueError(
+                f"trust-masked: needs 1 <= k <= index_size, got k={k}, index_size={index_size}"
+            )
         self.base, self.num_classes, self.k = base, num_classes, k
         self.register_buffer("index_x", torch.zeros(index_size, features))
         self.register_buffer("index_y", torch.zeros(index_size, dtype=torch.int64))

@@ -1,5 +1,7 @@
 """Model zoo, safe save/load and the training loop shared by targets and shadow models."""
 
+# Imported for its registration: "trust-masked" must be in the registry wherever it is read.
+import models.masking  # noqa: F401
 from models.io import load_model, model_bytes, save_model
 
 # Registers the composite "stacked" architecture wherever the registry is used: every import of

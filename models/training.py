@@ -3,7 +3,7 @@ and the soft-label distillation loss (shared by compress.distill and the distill
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,20 +36,31 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    n = len(xt)
-    steps_per_epoch = max(1, -(-n // batch_size))
-    total = epochs * steps_per_epoch
+    total = epochs * steps_per_epoch(len(xt), batch_size)
     model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for i in range(steps_per_epoch):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-            if progress:
-                progress(epoch * steps_per_epoch + i + 1, total)
+    for step, (_, idx) in enumerate(minibatches(len(xt), batch_size, epochs, gen), 1):
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(xt[idx]), yt[idx]).backward()
+        opt.step()
+        if progress:
+            progress(step, total)
     return model.eval()
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, -(-n // batch_size))
+
+
+def minibatches(
+    n: int, batch_size: int, epochs: int, generator: torch.Generator
+) -> Iterator[tuple[int, Tensor]]:
+    """(epoch, indices) of shuffled mini-batches of range(n): a fresh permutation each epoch, cut
+    into steps_per_epoch batches (the last may be short). Shared by fit and the defenses' loops
+    so that they draw the same batches from the same seed."""
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for i in range(steps_per_epoch(n, batch_size)):
+            yield epoch, order[i * batch_size : (i + 1) * batch_size]
 
 
 @torch.no_grad()

@@ -5,7 +5,16 @@ trust-score-masking, knowledge-distillation. None is DP: see base.py.
 """
 
 # Importing each defense's module registers it.
-from privacy.defenses import distillation, dropout, l2, label_smoothing, stacking
+from privacy.defenses import (
+    adversarial,
+    distillation,
+    dropout,
+    l2,
+    label_smoothing,
+    mixup_mmd,
+    stacking,
+    trust_score,
+)
 from privacy.defenses.base import (
     DEFENSES,
     RELEASES,
@@ -21,12 +30,15 @@ __all__ = [
     "RELEASES",
     "Defense",
     "TrainingPlan",
+    "adversarial",
     "build_defense",
-    "knob",
     "distillation",
     "dropout",
+    "knob",
     "l2",
     "label_smoothing",
+    "mixup_mmd",
     "register_defense",
     "stacking",
+    "trust_score",
 ]

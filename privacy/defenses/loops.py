@@ -1,0 +1,81 @@
+"""What the defenses that change the training loss share: the initial model of an arch record, and
+an Adam loop over the members' mini-batches in which each step may draw batches from the public
+split (a reference or validation set), with per-epoch means of what each step measured."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from models.training import ProgressFn, minibatches, steps_per_epoch
+from models.zoo import seeded_model
+from privacy.defenses.base import Arch, Data, TrainingPlan
+
+Metrics = dict[str, float]
+# draw() -> (x, y): a fresh batch of the public split, as large as the current member batch.
+DrawPublic = Callable[[], tuple[Tensor, Tensor]]
+# step(x, y, draw) -> (the loss the model's optimizer minimises, what this step measured)
+Step = Callable[[Tensor, Tensor, DrawPublic], tuple[Tensor, Metrics]]
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: nn.Module  # in eval mode
+    history: list[Metrics] = field(default_factory=list)  # per epoch: each metric's mean
+    # modules trained alongside the model and not released (an inference adversary), by name
+    auxiliary: dict[str, nn.Module] = field(default_factory=dict)
+
+
+def initial_model(arch: Arch, seed: int) -> nn.Module:
+    """The registry model of `arch`, its initial weights from the seed alone."""
+    kwargs: dict[str, Any] = dict(arch["kwargs"])
+    kwargs["in_shape"] = tuple(kwargs["in_shape"])  # a list once it went through JSON
+    return seeded_model(arch["name"], seed=seed, **kwargs)
+
+
+def train_with_public(
+    model: nn.Module,
+    members: Data,
+    public: Data,
+    *,
+    plan: TrainingPlan,
+    seed: int,
+    step: Step,
+    progress: ProgressFn | None = None,
+) -> Trained:
+    """Adam (plan's lr and weight decay) on step's loss over the members' shuffled mini-batches
+    (the batches models.training.fit draws from the same seed)."""
+    if len(public[0]) == 0:
+        raise ValueError("this defense reads the public split, which is empty")
+    gen = torch.Generator().manual_seed(seed)
+    mx, my = torch.as_tensor(members[0]), torch.as_tensor(members[1])
+    px, py = torch.as_tensor(public[0]), torch.as_tensor(public[1])
+    opt = torch.optim.Adam(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
+    total = plan.epochs * steps_per_epoch(len(mx), plan.batch_size)
+    per_epoch: list[list[Metrics]] = [[] for _ in range(plan.epochs)]
+    model.train()
+    batches = minibatches(len(mx), plan.batch_size, plan.epochs, gen)
+    for done, (epoch, idx) in enumerate(batches, 1):
+
+        def draw(size: int = len(idx)) -> tuple[Tensor, Tensor]:
+            # without replacement within a batch; a public split smaller than it gives all of it
+            pick = torch.randperm(len(px), generator=gen)[:size]
+            return px[pick], py[pick]
+
+        opt.zero_grad(set_to_none=True)
+        loss, metrics = step(mx[idx], my[idx], draw)
+        loss.backward()
+        opt.step()
+        per_epoch[epoch].append(metrics)
+        if progress:
+            progress(done, total)
+    history = [
+        {key: sum(m[key] for m in steps) / len(steps) for key in steps[0]}
+        for steps in per_epoch
+        if steps
+    ]
+    return Trained(model.eval(), history)

@@ -19,6 +19,9 @@ from privacy.randomness import REPRODUCIBLE, SECURE
 
 @dataclass
 class RunContext:
+    """`dataset` is the run's view of the data set: with data.canaries, the canaries (in
+    splits.canaries) carry their wrong labels."""
+
     run_dir: Path
     config: Config
     dataset: Dataset
@@ -36,6 +39,10 @@ class RunContext:
     measurements: MeasurementStore = field(default_factory=MeasurementStore)
     ledger: Ledger = field(default_factory=Ledger)  # the spends so far (the runner's)
     planned: Spend | None = None  # the current stage's admitted plan (the runner's)
+
+    def __post_init__(self) -> None:
+        # Every stage, the references and the attacks see the canaries' wrong labels.
+        self.dataset = self.splits.relabelled(self.dataset)
 
     @property
     def seed(self) -> int:

@@ -314,7 +314,7 @@ def make_splits(
     wrong label ((y + r) mod classes, r uniform in 1..classes-1; `labels` are the data set's)
     and adds half to the members, half to the nonmembers, all drawn from the run seed.
     """
-    fractions = DataSettings(**(fractions or {})).fractions()
+    fractions = DataSettings().with_values(**(fractions or {})).fractions()
     order = np.random.default_rng(seed).permutation(n)
     indices, start = {}, 0
     for name in SPLIT_NAMES:
@@ -339,10 +339,11 @@ def _canaries(
     spare = len(population) - MIN_POPULATION
     if 2 * n > spare:
         most = max(spare // 2, 0)
+        fix = f"use at most {most} or enlarge" if most else "enlarge"
         raise PrivcompError(
             f"data.canaries = {n} needs {2 * n} population records and the population split "
-            f"has {len(population)} (it keeps at least {MIN_POPULATION} for the attacks): use "
-            f"at most {most} or enlarge data.population"
+            f"has {len(population)} (it keeps at least {MIN_POPULATION} for the attacks): {fix} "
+            "data.population"
         )
     # A stream of its own: the split of a run without canaries is the same as before.
     rng = np.random.default_rng([seed, 0xCA7A])

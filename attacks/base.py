@@ -87,6 +87,9 @@ class AttackScores:
     nonmembers: np.ndarray
     threshold: float
     extra: dict[str, float] = field(default_factory=dict)
+    # The canaries' scores (members, non-members) when the pool has canaries; members and
+    # nonmembers above are then the other queried examples'.
+    canaries: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class Attack(Protocol):

@@ -70,9 +70,12 @@ class AttackMetrics:
     report: ClassificationSummary
     roc: RocCurve = field(repr=False)
     extra: dict[str, float] = field(default_factory=dict)  # attack-specific numbers
+    # The same metrics on the canaries alone (data.canaries), when the pool has any.
+    canaries: AttackMetrics | None = None
 
     def to_dict(self, *, roc_points: int = 0) -> dict[str, Any]:
-        """JSON-ready; the ROC curve only when roc_points > 0, downsampled to about that many."""
+        """JSON-ready; the ROC curve only when roc_points > 0, downsampled to about that many
+        (the canaries' under "canaries" beside it)."""
         out: dict[str, Any] = {
             "auc": self.auc,
             "auc_ci": [self.auc_ci[0], self.auc_ci[1]],
@@ -88,9 +91,14 @@ class AttackMetrics:
             "report": self.report.to_dict(),
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
+        if self.canaries is not None:
+            out["canaries"] = self.canaries.to_dict()
         if roc_points > 0:
             small = self.roc.downsample(roc_points)
             out["roc"] = {"fpr": small.fpr.tolist(), "tpr": small.tpr.tolist()}
+            if self.canaries is not None:
+                tiny = self.canaries.roc.downsample(roc_points)
+                out["roc"]["canaries"] = {"fpr": tiny.fpr.tolist(), "tpr": tiny.tpr.tolist()}
         return out
 
 

@@ -8,7 +8,7 @@ and are split into members and non-members here, by the suite: attacks never see
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -55,7 +55,9 @@ class Pool:
     """The candidate pool: references trained on its halves; positions index x and y.
 
     members / nonmembers: the evaluation pair (the truth, used only to split scores);
-    population: attacker data, known not to be in the target's training set.
+    population: attacker data, known not to be in the target's training set;
+    canaries: optional positions among members and nonmembers (data.canaries: mislabelled
+    records) whose metrics are reported apart from the population average of the others.
     """
 
     x: np.ndarray
@@ -63,6 +65,7 @@ class Pool:
     members: np.ndarray
     nonmembers: np.ndarray
     population: np.ndarray
+    canaries: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         parts = [np.asarray(p) for p in (self.members, self.nonmembers, self.population)]
@@ -73,12 +76,32 @@ class Pool:
             raise AttackError("pool positions out of range")
         if np.unique(joined).size != joined.size:
             raise AttackError("members, non-members and population must be disjoint")
-        if min(len(self.members), len(self.nonmembers)) == 0:
+        if self.canaries is None:
+            members, nonmembers = self.members, self.nonmembers
+        else:
+            canaries = np.asarray(self.canaries)
+            if np.unique(canaries).size != canaries.size:
+                raise AttackError("canary positions must be distinct")
+            if not np.isin(canaries, joined[: len(self.members) + len(self.nonmembers)]).all():
+                raise AttackError("canaries must be positions of members or non-members")
+            members = np.setdiff1d(self.members, canaries)
+            nonmembers = np.setdiff1d(self.nonmembers, canaries)
+            inside = np.isin(self.members, canaries).sum()
+            if min(inside, len(canaries) - inside) == 0:
+                raise AttackError("the canaries need at least one member and one non-member")
+        if min(len(members), len(nonmembers)) == 0:
             raise AttackError("the evaluation pair needs at least one member and one non-member")
 
     @property
     def query(self) -> np.ndarray:
         return np.sort(np.concatenate([self.members, self.nonmembers]))
+
+    @property
+    def is_canary(self) -> np.ndarray:
+        """(len(query),) bool: which queried positions are canaries."""
+        if self.canaries is None:
+            return np.zeros(len(self.query), dtype=bool)
+        return np.isin(self.query, self.canaries)
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +130,8 @@ def score_attacks(
     seed: int = 0,
     progress: ProgressFn | None = None,
 ) -> dict[str, AttackScores]:
-    """Each named attack's scores on the evaluation pair (members, non-members)."""
+    """Each named attack's scores on the evaluation pair (members, non-members); with canaries
+    in the pool those are the other queried examples', and the canaries' are apart."""
     check_attack_names(names)
     if references.n != len(pool.y):
         # A stale reference cache would silently pair references with the wrong examples.
@@ -132,6 +156,7 @@ def score_attacks(
         seed=seed,
     )
     is_member = np.isin(query, pool.members)
+    is_canary = pool.is_canary
     out = {}
     for name in names:
         attack = ATTACKS[name]()
@@ -142,11 +167,15 @@ def score_attacks(
         except LabelOnlyError as exc:
             raise AttackError(f"attack '{name}': {exc}") from exc
         scores = np.asarray(result.scores, dtype=np.float64)
+        canaries = None
+        if is_canary.any():
+            canaries = (scores[is_member & is_canary], scores[~is_member & is_canary])
         out[name] = AttackScores(
-            members=scores[is_member],
-            nonmembers=scores[~is_member],
+            members=scores[is_member & ~is_canary],
+            nonmembers=scores[~is_member & ~is_canary],
             threshold=result.threshold,
             extra=dict(result.extra),
+            canaries=canaries,
         )
         done += 1
         if progress:
@@ -165,12 +194,18 @@ def run_attacks(
     n_bootstrap: int = 200,
     progress: ProgressFn | None = None,
 ) -> dict[str, AttackMetrics]:
-    """Metrics of each named attack against target; the evaluation pair should be balanced."""
+    """Metrics of each named attack against target; the evaluation pair should be balanced.
+
+    With canaries in the pool each attack's metrics are those of the other queried examples
+    (the population average) and `canaries` holds the same metrics on the canaries alone, at
+    the attacker's same threshold.
+    """
     scores = score_attacks(
         target, pool=pool, references=references, names=names, seed=seed, progress=progress
     )
-    return {
-        name: attack_metrics(
+    out = {}
+    for name, s in scores.items():
+        metrics = attack_metrics(
             s.members,
             s.nonmembers,
             threshold=s.threshold,
@@ -179,8 +214,13 @@ def run_attacks(
             seed=seed,
             extra=s.extra,
         )
-        for name, s in scores.items()
-    }
+        if s.canaries is not None:
+            on_canaries = attack_metrics(
+                *s.canaries, threshold=s.threshold, delta=delta, n_bootstrap=n_bootstrap, seed=seed
+            )
+            metrics = replace(metrics, canaries=on_canaries)
+        out[name] = metrics
+    return out
 
 
 def label_only(name: str) -> bool:

@@ -23,6 +23,9 @@ TRAINING_STAGES = ("train", *DP_TRAINING_STAGES)
 
 @dataclass
 class RunContext:
+    """`dataset` is the run's view of the data set: with data.canaries, the canaries (in
+    splits.canaries) carry their wrong labels."""
+
     run_dir: Path
     config: Config
     dataset: Dataset
@@ -40,6 +43,10 @@ class RunContext:
     measurements: MeasurementStore = field(default_factory=MeasurementStore)
     ledger: Ledger = field(default_factory=Ledger)  # the spends so far (the runner's)
     planned: Spend | None = None  # the current stage's admitted plan (the runner's)
+
+    def __post_init__(self) -> None:
+        # Every stage, the references and the attacks see the canaries' wrong labels.
+        self.dataset = self.splits.relabelled(self.dataset)
 
     @property
     def seed(self) -> int:

@@ -14,8 +14,9 @@ import csv
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -224,31 +225,96 @@ def _csv(root: Path | None) -> Dataset:
     return Dataset("csv", x, y, int(y.max()) + 1)
 
 
+# What a run's population must keep after its canaries are taken out (the attacks calibrate
+# on it and train references on halves of the pool it is part of).
+MIN_POPULATION = 10
+
+
+@dataclass(frozen=True, eq=False)
+class Canaries:
+    """The most vulnerable records (Aerni et al. 2024): population records given a wrong label,
+    half of them made members and half non-members. Data set indices (each sorted) and the
+    canary labels, parallel to members then nonmembers."""
+
+    members: np.ndarray
+    nonmembers: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.concatenate([self.members, self.nonmembers])
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {
+            "members": self.members.tolist(),
+            "nonmembers": self.nonmembers.tolist(),
+            "labels": self.labels.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, body: dict[str, list[int]]) -> Canaries:
+        return cls(
+            members=np.asarray(body["members"], dtype=np.int64),
+            nonmembers=np.asarray(body["nonmembers"], dtype=np.int64),
+            labels=np.asarray(body["labels"], dtype=np.int64),
+        )
+
+
 @dataclass(frozen=True)
 class Splits:
-    """Index sets into one data set; members and nonmembers are a random split of one pool."""
+    """Index sets into one data set; members and nonmembers are a random split of one pool (plus
+    the canaries, when there are any: they are in members and nonmembers too)."""
 
     seed: int
     indices: dict[str, np.ndarray] = field(default_factory=dict)
+    canaries: Canaries | None = None
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.indices[name]
 
     def to_json(self) -> str:
-        body = {"seed": self.seed, "splits": {k: v.tolist() for k, v in self.indices.items()}}
+        body: dict[str, Any] = {
+            "seed": self.seed,
+            "splits": {k: v.tolist() for k, v in self.indices.items()},
+        }
+        if self.canaries is not None:
+            body["canaries"] = self.canaries.to_dict()
         return json.dumps(body)
 
     @classmethod
     def from_json(cls, text: str) -> Splits:
         body = json.loads(text)
         idx = {k: np.asarray(v, dtype=np.int64) for k, v in body["splits"].items()}
-        return cls(seed=int(body["seed"]), indices=idx)
+        found = body.get("canaries")
+        canaries = Canaries.from_dict(found) if found is not None else None
+        return cls(seed=int(body["seed"]), indices=idx, canaries=canaries)
+
+    def relabelled(self, data: Dataset) -> Dataset:
+        """The data set as the run sees it: the canaries carry their wrong labels."""
+        if self.canaries is None:
+            return data
+        y = data.y.copy()
+        y[self.canaries.indices] = self.canaries.labels
+        return replace(data, y=y)
 
 
-def make_splits(n: int, *, seed: int, fractions: dict[str, float] | None = None) -> Splits:
+def make_splits(
+    n: int,
+    *,
+    seed: int,
+    fractions: dict[str, float] | None = None,
+    canaries: int = 0,
+    labels: np.ndarray | None = None,
+    num_classes: int = 0,
+) -> Splits:
     """Seeded, disjoint split of range(n) by the [data] fractions (DataSettings validates them
-    and holds the defaults; they may sum to less than 1, the rest unused)."""
-    fractions = DataSettings(**(fractions or {})).fractions()
+    and holds the defaults; they may sum to less than 1, the rest unused).
+
+    canaries > 0 (data.canaries) takes 2·canaries records out of the population, gives each a
+    wrong label ((y + r) mod classes, r uniform in 1..classes-1; `labels` are the data set's)
+    and adds half to the members, half to the nonmembers, all drawn from the run seed.
+    """
+    fractions = DataSettings().with_values(**(fractions or {})).fractions()
     order = np.random.default_rng(seed).permutation(n)
     indices, start = {}, 0
     for name in SPLIT_NAMES:
@@ -257,4 +323,40 @@ def make_splits(n: int, *, seed: int, fractions: dict[str, float] | None = None)
         start += count
     if min(len(indices["members"]), len(indices["test"])) == 0:
         raise PrivcompError(f"data set of {n} examples is too small for the split {fractions}")
-    return Splits(seed=seed, indices=indices)
+    found = None
+    if canaries > 0:
+        if labels is None or num_classes < 2:
+            raise ValueError("canaries need the data set's labels and number of classes")
+        found = _canaries(indices, seed=seed, n=canaries, labels=labels, classes=num_classes)
+    return Splits(seed=seed, indices=indices, canaries=found)
+
+
+def _canaries(
+    indices: dict[str, np.ndarray], *, seed: int, n: int, labels: np.ndarray, classes: int
+) -> Canaries:
+    """Take 2n canaries out of indices["population"] (in place) into members and nonmembers."""
+    population = indices["population"]
+    spare = len(population) - MIN_POPULATION
+    if 2 * n > spare:
+        most = max(spare // 2, 0)
+        fix = f"use at most {most} or enlarge" if most else "enlarge"
+        raise PrivcompError(
+            f"data.canaries = {n} needs {2 * n} population records and the population split "
+            f"has {len(population)} (it keeps at least {MIN_POPULATION} for the attacks): {fix} "
+            "data.population"
+        )
+    # A stream of its own: the split of a run without canaries is the same as before.
+    rng = np.random.default_rng([seed, 0xCA7A])
+    taken = rng.choice(population, size=2 * n, replace=False)
+    wrong = (labels[taken] + rng.integers(1, classes, size=2 * n)) % classes
+    members, nonmembers = taken[:n], taken[n:]
+    m_order, n_order = np.argsort(members), np.argsort(nonmembers)
+    canaries = Canaries(
+        members=members[m_order],
+        nonmembers=nonmembers[n_order],
+        labels=np.concatenate([wrong[:n][m_order], wrong[n:][n_order]]).astype(np.int64),
+    )
+    indices["population"] = np.setdiff1d(population, taken)
+    indices["members"] = np.sort(np.concatenate([indices["members"], canaries.members]))
+    indices["nonmembers"] = np.sort(np.concatenate([indices["nonmembers"], canaries.nonmembers]))
+    return canaries

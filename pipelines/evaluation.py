@@ -133,9 +133,15 @@ class Candidates:
 
 
 def _balanced_pair(ctx: RunContext, samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Equally many members and non-members (data set indices), drawn with the run's seed: the
-    same pair for every stage of a run."""
+    """Equally many members and non-members (data set indices), drawn with the run's seed from
+    those that are not canaries: the same pair for every stage of a run."""
     m_idx, n_idx = ctx.splits["members"], ctx.splits["nonmembers"]
+    canaries = ctx.splits.canaries
+    if canaries is not None:
+        m_idx, n_idx = (
+            np.setdiff1d(m_idx, canaries.members),
+            np.setdiff1d(n_idx, canaries.nonmembers),
+        )
     k = min(samples, len(m_idx), len(n_idx))
     if k < 10:
         raise PrivcompError(f"too few members/non-members to attack ({k}); enlarge the splits")
@@ -146,8 +152,13 @@ def _balanced_pair(ctx: RunContext, samples: int) -> tuple[np.ndarray, np.ndarra
 
 
 def candidate_pool(ctx: RunContext) -> Candidates:
-    """Evaluation pair + population, in data set order (roles interleaved)."""
+    """Evaluation pair + every canary (data.canaries) + population, in data set order (roles
+    interleaved); the canaries are members and non-members of the pair, measured apart."""
     members, nonmembers = _balanced_pair(ctx, ctx.config.evaluate.samples)
+    canaries = ctx.splits.canaries
+    if canaries is not None:
+        members = np.sort(np.concatenate([members, canaries.members]))
+        nonmembers = np.sort(np.concatenate([nonmembers, canaries.nonmembers]))
     population = np.asarray(ctx.splits["population"])
     if len(population) < 2:
         raise PrivcompError("the attacks need a population split (data.population > 0)")
@@ -158,6 +169,7 @@ def candidate_pool(ctx: RunContext) -> Candidates:
         members=np.searchsorted(indices, members),
         nonmembers=np.searchsorted(indices, nonmembers),
         population=np.searchsorted(indices, population),
+        canaries=None if canaries is None else np.searchsorted(indices, np.sort(canaries.indices)),
     )
     return Candidates(indices=indices, pool=pool)
 

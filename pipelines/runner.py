@@ -41,7 +41,14 @@ def build_context(config: Config, run_dir: Path, reporter: Reporter) -> RunConte
     run = config.run
     root = Path(run.data_root) if run.data_root else None
     dataset = load_dataset(run.dataset, root=root)
-    splits = make_splits(len(dataset.y), seed=run.seed, fractions=config.data.fractions())
+    splits = make_splits(
+        len(dataset.y),
+        seed=run.seed,
+        fractions=config.data.fractions(),
+        canaries=config.data.canaries,
+        labels=dataset.y,
+        num_classes=dataset.num_classes,
+    )
     return RunContext(run_dir, config, dataset, splits, reporter)
 
 

@@ -35,9 +35,13 @@ class RunSettings(Section):
         require(0 <= self.seed < 2**63, f"run.seed must be in [0, 2^63), got {self.seed}")
 
 
+SPLIT_FRACTIONS = ("members", "nonmembers", "population", "public", "test")
+
+
 @dataclass(frozen=True)
 class DataSettings(Section):
-    """Fractions of the data set per split (DESIGN §3); they may sum to less than 1."""
+    """Fractions of the data set per split (DESIGN §3); they may sum to less than 1. `canaries`
+    moves 2N records of the population into members and nonmembers with wrong labels."""
 
     name = "data"
     members: float = setting(0.40, "the target's training set (private)")
@@ -45,6 +49,9 @@ class DataSettings(Section):
     population: float = setting(0.30, "the attacker's data: references, RMIA population")
     public: float = setting(0.10, "declared public: sensitivities, calibration, fine-tunes")
     test: float = setting(0.10, "accuracy of every stage")
+    canaries: int = setting(
+        0, "2N population records, mislabelled, made N members + N non-members (attacked apart)"
+    )
 
     def __post_init__(self) -> None:
         values = list(self.fractions().values())
@@ -52,9 +59,10 @@ class DataSettings(Section):
             all(math.isfinite(v) and v >= 0 for v in values) and sum(values) <= 1.0 + 1e-9,
             "split fractions must be non-negative and sum to at most 1",
         )
+        require(self.canaries >= 0, f"data.canaries must be >= 0, got {self.canaries}")
 
     def fractions(self) -> dict[str, float]:
-        return self.to_table()
+        return {name: getattr(self, name) for name in SPLIT_FRACTIONS}
 
 
 @dataclass(frozen=True)

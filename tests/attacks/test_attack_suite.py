@@ -184,3 +184,73 @@ def test_non_finite_logits_are_rejected() -> None:
     model = torch.nn.Sequential(torch.nn.Flatten(), head)
     with pytest.raises(AttackError, match="NaN"):
         TorchTarget(model).predict_logits(np.zeros((2, 1, 8, 8), np.float32))
+
+
+def _with_canaries(pool: Pool, count: int = 20) -> Pool:
+    canaries = np.sort(np.concatenate([pool.members[:count], pool.nonmembers[:count]]))
+    return Pool(pool.x, pool.y, pool.members, pool.nonmembers, pool.population, canaries)
+
+
+def test_canary_metrics_are_reported_apart_from_the_population_average(game: Game) -> None:
+    """An attack that separates the canaries perfectly and nothing else: the canaries' AUC and
+    TPR at low FPR are 1, the others' at chance; and the other way round."""
+    pool = _with_canaries(game.pool)
+    assert pool.canaries is not None
+    truth = np.isin(pool.query, pool.members)
+    canary = np.isin(pool.query, pool.canaries)
+    noise = np.random.default_rng(0).random(len(pool.query))
+
+    class Knowing:
+        def __init__(self, on_canaries: bool) -> None:
+            self.on_canaries = on_canaries
+
+        def run(self, ctx: AttackContext) -> AttackOutput:
+            np.testing.assert_array_equal(ctx.query, pool.query)
+            separable = canary if self.on_canaries else ~canary
+            scores = np.where(separable, 2.0 + truth, noise)
+            return AttackOutput(scores=scores, threshold=2.5)
+
+    register_attack("knows-canaries", lambda: Knowing(True))
+    register_attack("knows-others", lambda: Knowing(False))
+    try:
+        names = ["knows-canaries", "knows-others"]
+        metrics = run_attacks(
+            TorchTarget(game.target), pool=pool, references=game.references, names=names
+        )
+    finally:
+        del ATTACKS["knows-canaries"], ATTACKS["knows-others"]
+    on_canaries, on_others = metrics["knows-canaries"], metrics["knows-others"]
+    n = len(game.pool.members) - 20
+    for m in (on_canaries, on_others):
+        assert m.n_members == m.n_nonmembers == n  # the population average leaves them out
+        assert m.canaries is not None
+        assert m.canaries.n_members == m.canaries.n_nonmembers == 20
+    assert on_canaries.canaries is not None and on_others.canaries is not None
+    assert on_canaries.canaries.auc == 1.0 and on_canaries.canaries.tpr_at_0_1pct_fpr == 1.0
+    assert on_canaries.auc < 0.75 and on_canaries.tpr_at_1pct_fpr < 0.2
+    assert on_others.auc == 1.0 and on_others.tpr_at_1pct_fpr == 1.0
+    assert on_others.canaries.auc < 0.75 and on_others.canaries.tpr_at_1pct_fpr < 0.5
+    out = on_canaries.to_dict(roc_points=10)
+    keys = {"auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr", "epsilon_lower_bound"}
+    assert set(out["canaries"]) >= keys and out["canaries"]["auc"] == 1.0
+    assert "roc" not in out["canaries"] and set(out["roc"]["canaries"]) == {"fpr", "tpr"}
+    assert (
+        "canaries"
+        not in run_attacks(TorchTarget(game.target), **game.inputs(), names=["loss"])[
+            "loss"
+        ].to_dict()
+    )
+
+
+def test_canary_positions_are_checked(game: Game) -> None:
+    pool = game.pool
+    with pytest.raises(AttackError, match="members or non-members"):
+        Pool(pool.x, pool.y, pool.members, pool.nonmembers, pool.population, pool.population[:2])
+    with pytest.raises(AttackError, match="at least one member and one non-member"):
+        Pool(pool.x, pool.y, pool.members, pool.nonmembers, pool.population, pool.members[:3])
+    with pytest.raises(AttackError, match="distinct"):
+        twice = np.concatenate([pool.members[:2], pool.members[:1], pool.nonmembers[:1]])
+        Pool(pool.x, pool.y, pool.members, pool.nonmembers, pool.population, twice)
+    with pytest.raises(AttackError, match="evaluation pair needs"):
+        every = np.concatenate([pool.members, pool.nonmembers[:1]])
+        Pool(pool.x, pool.y, pool.members, pool.nonmembers, pool.population, every)

@@ -102,6 +102,9 @@ SETTING_CASES = [
     (["train"], ["evaluate.attacks=[1]"], ["'evaluate.attacks' expects a list of str"]),
     (["train-ladp"], ["train-ladp.lr=inf"], ["lr, weight_decay and tau must be finite"]),
     (["train", "distill"], ["distill.lr=inf"], ["must be finite numbers"]),
+    (["train"], ["data.canaries=-1"], ["data.canaries must be >= 0"]),
+    (["train"], ["data.canaries=300"], ["data.canaries = 300 needs 600 population", "at most"]),
+    (["train"], ["data.canaries=2", "data.population=0.0"], ["the population split has 0"]),
 ]
 
 

@@ -35,6 +35,7 @@ from pipelines.executors import LocalExecutor, SerialExecutor, make_executor
 from pipelines.ledger import Ledger
 from pipelines.measurements import MeasurementStore
 from pipelines.progress import Reporter
+from pipelines.runner import build_context
 from pipelines.settings.run import ModelSettings
 from pipelines.stages import STAGES
 from tests.conftest import TINY
@@ -223,3 +224,24 @@ def test_process_pool_trains_the_same_references_as_serial(tmp_path: Path) -> No
     np.testing.assert_allclose(serial.logits, local.logits, atol=1e-3)
     timing = json.loads((tmp_path / "local" / "references" / "timing.json").read_text())
     assert timing["workers"] == 2 and timing["executor"] == "local"
+
+
+def test_the_canaries_join_the_evaluation_pair_apart(tmp_path: Path) -> None:
+    config = load_config(None, [*TINY, *FAST, "data.canaries=20"])
+    ctx = build_context(config, tmp_path, Reporter(Console(file=io.StringIO())))
+    canaries = ctx.splits.canaries
+    assert canaries is not None
+    candidates = candidate_pool(ctx)
+    pool, indices = candidates.pool, candidates.indices
+    assert pool.canaries is not None and len(pool.canaries) == 40
+    np.testing.assert_array_equal(indices[pool.canaries], np.sort(canaries.indices))
+    # 60 + 60 others drawn as without canaries, plus every canary on its side of the pair.
+    is_canary = np.isin(indices, canaries.indices)
+    assert len(pool.members) == len(pool.nonmembers) == 80
+    assert is_canary[pool.members].sum() == is_canary[pool.nonmembers].sum() == 20
+    assert set(indices[pool.members]) >= set(canaries.members.tolist())
+    assert set(indices[pool.nonmembers]) >= set(canaries.nonmembers.tolist())
+    assert not is_canary[pool.population].any()
+    # The pool carries the canaries' wrong labels (the references train on them).
+    order = np.searchsorted(indices, canaries.indices)
+    np.testing.assert_array_equal(pool.y[order], canaries.labels)

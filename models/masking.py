@@ -96,7 +96,7 @@ class TrustMasked(nn.Module):
         return masked.clamp(min=PROBABILITY_FLOOR).log()
 
 
-@register_model("trust-masked")
+@register_model("trust-masked", base=False)
 def trust_masked(
     *,
     base: str,

@@ -48,7 +48,7 @@ class StackedModel(nn.Module):
         return [classifier_of(self.bases.a), classifier_of(self.bases.b), self.meta_classifier]
 
 
-@register_model(STACKED)
+@register_model(STACKED, base=False)
 def stacked(
     *,
     base: str,

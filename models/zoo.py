@@ -14,11 +14,17 @@ from torch import nn
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
+BASE_MODELS: list[str] = []  # what run.model and a distilled student may be
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(name: str, *, base: bool = True) -> Callable[[ModelFactory], ModelFactory]:
+    """base=False: a composite a defense releases (built from a base model's record), which a
+    run cannot ask for as its architecture."""
+
     def decorator(factory: ModelFactory) -> ModelFactory:
         MODELS[name] = factory
+        if base:
+            BASE_MODELS.append(name)
         return factory
 
     return decorator

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from compress.int8 import CALIBRATION_METHODS
 from compress.prune import IMPORTANCES
 from compress.quantize import MODES
-from models.zoo import MODELS
+from models.zoo import BASE_MODELS
 from pipelines.errors import PrivcompError
 from pipelines.settings.base import Section, derived, one_of, require, setting
 from pipelines.settings.training import TrainSettings
@@ -133,8 +133,8 @@ class DistillSettings(Section):
 
     def __post_init__(self) -> None:
         one_of("distill", "mode", self.mode, DISTILL_MODES)
-        if self.student not in MODELS:
-            known = ", ".join(sorted(MODELS))
+        if self.student not in BASE_MODELS:
+            known = ", ".join(sorted(BASE_MODELS))
             raise PrivcompError(f"distill.student '{self.student}' unknown (known: {known})")
         require(self.temperature > 0, f"distill.temperature must be > 0, got {self.temperature}")
         require(

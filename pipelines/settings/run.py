@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from models.zoo import MODELS
+from models.zoo import BASE_MODELS
 from pipelines.errors import PrivcompError
 from pipelines.settings.base import OpenSection, Section, one_of, require, setting
 from privacy.hyperparameters import SearchConfig
@@ -28,9 +28,9 @@ class RunSettings(Section):
 
     def __post_init__(self) -> None:
         one_of("run", "evaluate", self.evaluate, EVALUATE_MODES)
-        if self.model not in MODELS:
+        if self.model not in BASE_MODELS:
             raise PrivcompError(
-                f"unknown model '{self.model}' (known: {', '.join(sorted(MODELS))})"
+                f"unknown model '{self.model}' (known: {', '.join(sorted(BASE_MODELS))})"
             )
         require(0 <= self.seed < 2**63, f"run.seed must be in [0, 2^63), got {self.seed}")
 

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from models.training import ProgressFn
 from models.zoo import seeded_model
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, register_defense
-from privacy.defenses.loops import DrawPublic, Metrics, Trained, initial_model, train_with_public
+from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
+from privacy.defenses.fitting import build
+from privacy.defenses.loops import DrawPublic, Metrics, Trained, train_with_public
 
 # A seed offset for the adversary's initial weights, so that they differ from the classifier's.
 ADVERSARY_SEED = 0xAD7
@@ -38,10 +39,10 @@ class AdversarialRegularization(Defense):
         "Nasr, Shokri & Houmansadr, CCS 2018"
     )
 
-    weight: float = 0.1  # λ: the adversary's gain in the classifier's loss
-    adversary_steps: int = 1  # adversary updates (each on a fresh reference batch) per f step
-    adversary_hidden: int = 64
-    adversary_lr: float = 1e-3
+    weight: float = knob(0.1, "λ: the inference adversary's gain in the classifier's loss")
+    adversary_steps: int = knob(1, "adversary updates per classifier step")
+    adversary_hidden: int = knob(64, "hidden width of the inference adversary (an MLP)")
+    adversary_lr: float = knob(1e-3, "Adam learning rate of the inference adversary")
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:  # also refuses NaN
@@ -82,7 +83,7 @@ class AdversarialRegularization(Defense):
         """train's model with the per-epoch history (the adversary's loss and accuracy over its
         updates, its gain on members that the classifier's loss adds λ times) and the
         adversary (auxiliary["adversary"])."""
-        model = initial_model(arch, seed)
+        model = build(arch, seed=seed)
         classes = int(arch["kwargs"]["num_classes"])
         adversary = self.adversary(classes, seed=seed + ADVERSARY_SEED)
         adversary_opt = torch.optim.Adam(adversary.parameters(), lr=self.adversary_lr)

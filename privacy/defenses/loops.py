@@ -1,19 +1,17 @@
-"""What the defenses that change the training loss share: the initial model of an arch record, and
-an Adam loop over the members' mini-batches in which each step may draw batches from the public
-split (a reference or validation set), with per-epoch means of what each step measured."""
+"""What the defenses that change the training loss share: an Adam loop over the members'
+mini-batches in which each step may draw batches from the public split (a reference or
+validation set), with per-epoch means of what each step measured."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from models.training import ProgressFn, minibatches, steps_per_epoch
-from models.zoo import seeded_model
-from privacy.defenses.base import Arch, Data, TrainingPlan
+from privacy.defenses.base import Data, TrainingPlan
 
 Metrics = dict[str, float]
 # draw() -> (x, y): a fresh batch of the public split, as large as the current member batch.
@@ -28,13 +26,6 @@ class Trained:
     history: list[Metrics] = field(default_factory=list)  # per epoch: each metric's mean
     # modules trained alongside the model and not released (an inference adversary), by name
     auxiliary: dict[str, nn.Module] = field(default_factory=dict)
-
-
-def initial_model(arch: Arch, seed: int) -> nn.Module:
-    """The registry model of `arch`, its initial weights from the seed alone."""
-    kwargs: dict[str, Any] = dict(arch["kwargs"])
-    kwargs["in_shape"] = tuple(kwargs["in_shape"])  # a list once it went through JSON
-    return seeded_model(arch["name"], seed=seed, **kwargs)
 
 
 def train_with_public(

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.training import ProgressFn
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, register_defense
-from privacy.defenses.loops import DrawPublic, Metrics, Trained, initial_model, train_with_public
+from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
+from privacy.defenses.fitting import build
+from privacy.defenses.loops import DrawPublic, Metrics, Trained, train_with_public
 
 # Bandwidth σ of the Gaussian kernel exp(-|a - b|² / 2σ²) on softmax vectors. Fixed rather than
 # the median heuristic: two confident outputs of one class are nearly equal, so the median of a
@@ -57,8 +58,8 @@ class MixupMMD(Defense):
         "a validation set; Li, Li & Ribeiro, CODASPY 2021"
     )
 
-    alpha: float = 1.0  # mixup's Beta(α, α)
-    weight: float = 0.1  # λ of the MMD² penalty
+    alpha: float = knob(1.0, "mixup's Beta(α, α)")
+    weight: float = knob(0.1, "λ of the MMD² penalty (members vs public outputs, per class)")
 
     def __post_init__(self) -> None:
         if not self.alpha > 0:  # also refuses NaN
@@ -90,7 +91,7 @@ class MixupMMD(Defense):
     ) -> Trained:
         """train's model with the per-epoch history: the MMD² penalty (before λ) and the mixup
         cross-entropy."""
-        model = initial_model(arch, seed)
+        model = build(arch, seed=seed)
         # The mixing weights and partners: a stream of their own, apart from the batch order.
         rng = np.random.default_rng([seed, 0x313])
 

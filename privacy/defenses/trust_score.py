@@ -24,8 +24,8 @@ from torch import nn
 
 from models.masking import TrustMasked
 from models.training import ProgressFn, fit
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, register_defense
-from privacy.defenses.loops import initial_model
+from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
+from privacy.defenses.fitting import build
 
 CALIBRATION_BATCH = 512  # queries per distance matrix while calibrating (memory: batch x index)
 
@@ -39,11 +39,11 @@ class TrustScoreMasking(Defense):
         "trust score of Jiang, Kim, Guan & Gupta, NeurIPS 2018"
     )
 
-    k: int = 3  # the k-th nearest index point of a class is its distance
-    quantile: float = 0.5  # threshold: this quantile of the calibration points' trust scores
+    k: int = knob(3, "a class's distance: to its k-th nearest index point")
+    quantile: float = knob(0.5, "threshold: this quantile of the public calibration trust scores")
     # The index ships inside the released model, so its size is a setting that released_arch can
     # state before training: 90 is half of digits' default public split (180 examples).
-    index_size: int = 90
+    index_size: int = knob(90, "public points in the index (shipped); the rest calibrate")
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -85,7 +85,7 @@ class TrustScoreMasking(Defense):
                 f"public split of {len(px)}"
             )
         # The base's initial weights are those seeded_model gives `arch` (the buffers draw none).
-        model = initial_model(self.released_arch(arch), seed)
+        model = build(self.released_arch(arch), seed=seed)
         assert isinstance(model, TrustMasked)
         fit(
             model.base,

@@ -289,7 +289,7 @@ MODEL_CASES = [
     (lambda d: (d / WEIGHTS).write_text("<html>not weights</html>"), "not a safetensors"),
     (lambda d: (d / ARCH).write_text("{not json"), "is not an architecture record"),
     (lambda d: (d / ARCH).write_text("[1, 2]"), "needs name and kwargs"),
-    (edit_arch('"cnn"', '"nosuch"'), "unknown model 'nosuch' (known: cnn, mlp, resnet18, stacked)"),
+    (edit_arch('"cnn"', '"nosuch"'), "unknown model 'nosuch' (known: cnn, mlp, resnet18, stacked, trust-masked)"),
     (other_widths, "tensor '0.weight' has shape (4, 1, 3, 3), but arch.json gives (8, 1, 3, 3)"),
     (drop_tensor, "does not hold the tensors of arch.json: no '0.bias'"),
     (edit_arch('"in_features": 64', '"in_features": 32'), "shape (128, 64)"),

@@ -63,6 +63,8 @@ class AttackMetrics:
     advantage: float  # TPR - FPR at the attacker's threshold
     tpr_at_1pct_fpr: float
     tpr_at_0_1pct_fpr: float
+    tpr_at_1pct_fpr_ci: tuple[float, float]  # bootstrap 95% percentile intervals
+    tpr_at_0_1pct_fpr_ci: tuple[float, float]
     epsilon_lower_bound: float
     threshold: float  # may be inf: the attacker found no useful threshold
     n_members: int
@@ -83,6 +85,8 @@ class AttackMetrics:
             "advantage": self.advantage,
             "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr,
             "tpr_at_0_1pct_fpr": self.tpr_at_0_1pct_fpr,
+            "tpr_at_1pct_fpr_ci": list(self.tpr_at_1pct_fpr_ci),
+            "tpr_at_0_1pct_fpr_ci": list(self.tpr_at_0_1pct_fpr_ci),
             "epsilon_lower_bound": self.epsilon_lower_bound,
             # JSON has no infinity; None says "no threshold".
             "threshold": self.threshold if math.isfinite(self.threshold) else None,
@@ -118,9 +122,12 @@ def attack_metrics(
     fp = int((nonmembers >= threshold).sum())
     tpr, fpr = tp / members.size, fp / nonmembers.size
     roc = roc_of(members, nonmembers)
+    intervals = bootstrap_intervals(members, nonmembers, n_bootstrap=n_bootstrap, seed=seed)
     return AttackMetrics(
         auc=auc(members, nonmembers),
-        auc_ci=bootstrap_auc_ci(members, nonmembers, n_bootstrap=n_bootstrap, seed=seed),
+        auc_ci=intervals["auc"],
+        tpr_at_1pct_fpr_ci=intervals["tpr_at_1pct_fpr"],
+        tpr_at_0_1pct_fpr_ci=intervals["tpr_at_0_1pct_fpr"],
         balanced_accuracy=(tpr + 1.0 - fpr) / 2.0,
         advantage=tpr - fpr,
         tpr_at_1pct_fpr=roc.tpr_at(0.01),
@@ -157,20 +164,30 @@ def auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
     return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
-def bootstrap_auc_ci(
+def bootstrap_intervals(
     members: np.ndarray, nonmembers: np.ndarray, *, n_bootstrap: int, seed: int
-) -> tuple[float, float]:
-    """Percentile interval; members and nonmembers are resampled separately (fixed sizes)."""
+) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of the AUC and of TPR at 1% and 0.1% FPR; members and
+    non-members are resampled separately (fixed sizes), so a TPR's interval carries the noise of
+    the threshold that the non-members set as well as that of the members."""
+
+    def point(m: np.ndarray, n: np.ndarray) -> tuple[float, float, float]:
+        roc = roc_of(m, n)
+        return auc(m, n), roc.tpr_at(0.01), roc.tpr_at(0.001)
+
     if n_bootstrap <= 0:
-        value = auc(members, nonmembers)
-        return (value, value)
-    rng = np.random.default_rng(seed)
-    values = [
-        auc(rng.choice(members, members.size), rng.choice(nonmembers, nonmembers.size))
-        for _ in range(n_bootstrap)
-    ]
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return (float(lo), float(hi))
+        values = np.array([point(members, nonmembers)])
+    else:
+        rng = np.random.default_rng(seed)
+        values = np.array(
+            [
+                point(rng.choice(members, members.size), rng.choice(nonmembers, nonmembers.size))
+                for _ in range(n_bootstrap)
+            ]
+        )
+    lo, hi = np.percentile(values, [2.5, 97.5], axis=0)
+    keys = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr")
+    return {key: (float(lo[i]), float(hi[i])) for i, key in enumerate(keys)}
 
 
 def roc_of(members: np.ndarray, nonmembers: np.ndarray) -> RocCurve:

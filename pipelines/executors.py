@@ -39,11 +39,15 @@ def _init_worker(threads: int) -> None:
 class LocalExecutor:
     """A process pool on this machine; a failing job raises its error here."""
 
-    def __init__(self, workers: int = 2, *, threads_per_worker: int = 1) -> None:
+    def __init__(
+        self, workers: int = 2, *, threads_per_worker: int = 1, fresh_workers: bool = False
+    ) -> None:
         if workers < 1 or threads_per_worker < 1:
             raise PrivcompError("the local executor needs workers >= 1 and threads >= 1")
         self.workers = workers
         self.threads_per_worker = threads_per_worker
+        # A new process per job: what a job measures of its process (peak memory) is its own.
+        self.fresh_workers = fresh_workers
 
     def map(
         self, fn: Callable[[J], R], jobs: Sequence[J], *, progress: ProgressFn | None = None
@@ -56,6 +60,7 @@ class LocalExecutor:
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
             initargs=(self.threads_per_worker,),
+            max_tasks_per_child=1 if self.fresh_workers else None,
         ) as pool:
             futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
             for future in as_completed(futures):

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import PrivcompError
-from pipelines.executors import make_executor
+from pipelines.executors import Executor, LocalExecutor, make_executor
 from pipelines.progress import Reporter
 from pipelines.rundir import read_json
 from privacy.defenses import DEFENSES
@@ -302,10 +303,16 @@ def run_study(options: StudyOptions, *, reporter: Reporter | None = None) -> dic
         f"({options.workers} worker(s); each method's log: runs/<method>/study.log)"
     )
     workers = 1 if options.executor == "serial" else min(options.workers, os.cpu_count() or 1)
-    executor = make_executor(options.executor, workers=workers)
+    executor: Executor = (
+        LocalExecutor(workers, fresh_workers=True)  # each method's peak memory its own
+        if options.executor == "local"
+        else make_executor(options.executor, workers=workers)
+    )
+    start = time.perf_counter()
     with reporter.task("methods trained and attacked") as progress:
         results = executor.map(run_method, todo, progress=progress)
     study = analyse(results)
+    study["seconds"] = time.perf_counter() - start
     study["options"] = {
         "defenses": list(options.defenses),
         "model": options.model,

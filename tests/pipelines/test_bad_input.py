@@ -105,7 +105,21 @@ SETTING_CASES = [
     (["train"], ["data.canaries=-1"], ["data.canaries must be >= 0"]),
     (["train"], ["data.canaries=300"], ["data.canaries = 300 needs 600 population", "at most"]),
     (["train"], ["data.canaries=2", "data.population=0.0"], ["the population split has 0"]),
+    (["train"], ['train.defense="nosuch"'], ["train.defense must be one of", "l2", "mixup-mmd"]),
+    (["train"], ["defense.l2.weight=-1"], ["[defense.l2]", "weight"]),
+    (["train"], ["defense.dropout.rate=1.5"], ["[defense.dropout]", "rate"]),
+    (["train"], ["defense.trust-score-masking.k=0"], ["[defense.trust-score-masking]", "k must"]),
+    (["train"], ["defense.l2.lambda=1"], ["unknown config key 'defense.l2.lambda'", "weight"]),
 ]
+
+
+def test_a_defense_without_the_train_stage_is_refused(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot(run_dir)
+    args = ["run", "train-ladp", "--defense", "l2", "--run-dir", str(run_dir), *sets(BASE)]
+    assert "--defense applies to the train stage" in refused(args, monkeypatch=monkeypatch)
+    assert snapshot(run_dir) == before
 
 
 @pytest.mark.parametrize(("stages", "settings", "words"), SETTING_CASES)
@@ -289,7 +303,10 @@ MODEL_CASES = [
     (lambda d: (d / WEIGHTS).write_text("<html>not weights</html>"), "not a safetensors"),
     (lambda d: (d / ARCH).write_text("{not json"), "is not an architecture record"),
     (lambda d: (d / ARCH).write_text("[1, 2]"), "needs name and kwargs"),
-    (edit_arch('"cnn"', '"nosuch"'), "unknown model 'nosuch' (known: cnn, mlp, resnet18, stacked, trust-masked)"),
+    (
+        edit_arch('"cnn"', '"nosuch"'),
+        "unknown model 'nosuch' (known: cnn, mlp, resnet18, stacked, trust-masked)",
+    ),
     (other_widths, "tensor '0.weight' has shape (4, 1, 3, 3), but arch.json gives (8, 1, 3, 3)"),
     (drop_tensor, "does not hold the tensors of arch.json: no '0.bias'"),
     (edit_arch('"in_features": 64', '"in_features": 32'), "shape (128, 64)"),

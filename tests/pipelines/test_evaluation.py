@@ -35,6 +35,7 @@ from pipelines.executors import LocalExecutor, SerialExecutor, make_executor
 from pipelines.ledger import Ledger
 from pipelines.measurements import MeasurementStore
 from pipelines.progress import Reporter
+from pipelines.recipes import DefenseRecipe
 from pipelines.runner import build_context
 from pipelines.settings.run import ModelSettings
 from pipelines.stages import STAGES
@@ -245,3 +246,13 @@ def test_the_canaries_join_the_evaluation_pair_apart(tmp_path: Path) -> None:
     # The pool carries the canaries' wrong labels (the references train on them).
     order = np.searchsorted(indices, canaries.indices)
     np.testing.assert_array_equal(pool.y[order], canaries.labels)
+
+
+def test_a_defended_target_gets_references_trained_with_its_defense(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, 'train.defense="l2"', "defense.l2.weight=0.05")
+    recipe, described = train_recipe(ctx)  # "auto": adaptive for a defended target
+    assert isinstance(recipe, DefenseRecipe) and described == "target (train, defense l2)"
+    assert recipe.to_dict()["settings"] == {"weight": 0.05}
+    assert recipe.plan == ctx.config.train.plan()
+    ctx.config = ctx.config.with_values("evaluate", reference_recipe="train")
+    assert train_recipe(ctx)[1] == "train"  # the cheap, non-adaptive recipe on request

@@ -53,7 +53,8 @@ class LADPConfig:
     fisher_every: int = 100
     fisher_samples: int = 256
     # Exact per-example clipping from activations and output gradients (privacy.fastpath) when
-    # every group is a Linear / Conv2d / GroupNorm module; else the vmap reference path.
+    # every group is made of whole Linear / Conv2d / GroupNorm modules; else the vmap reference
+    # path.
     fast_path: bool = True
 
     @classmethod

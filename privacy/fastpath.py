@@ -262,7 +262,7 @@ def _per_group(
     captured = _capture(model, x, y, flat)
     result, start = [], 0
     for modules in owned:
-        parts = []
+        parts: list[tuple[str, Tensor, Any]] = []
         mine, start = captured[start : start + len(modules)], start + len(modules)
         for (name, module), (a, b) in zip(modules, mine, strict=True):
             prefix = f"{name}." if name else ""

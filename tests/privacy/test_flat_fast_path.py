@@ -75,5 +75,6 @@ def test_groups_with_part_of_a_module_are_refused() -> None:
     assert not supports_fast_path(model, split)
     assert not supports_fast_path(model, [LayerGroup("some", tuple(names[:-1]), 1.0, 1.0)])
     assert supports_fast_path(model, [LayerGroup("all", tuple(names), 1.0, 1.0)])
-    model[-1].bias.requires_grad_(False)  # a frozen parameter: not the module's whole gradient
+    # A frozen parameter: the trainable ones are not that module's whole gradient.
+    dict(model.named_parameters())[names[-1]].requires_grad_(False)
     assert not supports_fast_path(model, [LayerGroup("all", tuple(names[:-1]), 1.0, 1.0)])

@@ -1,7 +1,8 @@
 """The runner's check that a stage spent what it was admitted for: the planned mechanism (same
-kind, data set and lineage; the same δ, accountant and noise mode; the same σ and q with no more
-steps, or the same RDP curve), with an ε no larger than the plan's. A stage that ran another
-mechanism than the one the budget admitted is a bug, and its result is refused."""
+kind, data set and lineage; the same δ, accountant, noise mode, engine and per-example source
+where the plan names them; the same σ and q with no more steps, or the same RDP curve), with an
+ε no larger than the plan's. A stage that ran another mechanism than the one the budget admitted
+is a bug, and its result is refused."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def spend_problems(planned: Spend, spent: Spend) -> list[str]:
         return problems
     if spent.delta != planned.delta:
         problems.append(f"delta {spent.delta} != planned {planned.delta}")
-    for key in ("accountant", "noise"):
+    for key in ("accountant", "noise", "engine", "per_example"):
         if key in planned.details and spent.details.get(key) != planned.details[key]:
             problems.append(f"{key} {spent.details.get(key)!r} != planned {planned.details[key]!r}")
     plan, got = planned.mechanism, spent.mechanism

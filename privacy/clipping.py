@@ -2,7 +2,7 @@
 per-example gradients (torch.func vmap), c_{i,l} = min(1, C_l / ||g_{i,l}||).
 
 privacy.fastpath computes the same sums without per-example gradient tensors where every group is
-one supported module; `auto_clipped_sums` takes it there and this path elsewhere.
+made of whole supported modules; `auto_clipped_sums` takes it there and this path elsewhere.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ from privacy.calibration import calibrate_noise_multiplier
 from privacy.groups import ALLOCATIONS
 
 OPTIMIZERS = ("sgd", "adam")
+# Where the DP-SGD baseline ("dp-sgd" in privacy.engines) takes its per-example gradients from:
+# Opacus's GradSampleModule (independent of privcomp), or privcomp's own clipping on the flat
+# group (privacy.fastpath where it supports the model, else privacy.clipping's vmap).
+PER_EXAMPLE = ("opacus", "privcomp")
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,13 @@ class LADPConfig:
     fisher_every: int = 100
     fisher_samples: int = 256
     # Exact per-example clipping from activations and output gradients (privacy.fastpath) when
-    # every group is a Linear / Conv2d / GroupNorm module; else the vmap reference path.
+    # every group is made of whole Linear / Conv2d / GroupNorm modules; else the vmap reference
+    # path.
     fast_path: bool = True
+    # DP-SGD only (LADP ignores it): "opacus" or "privcomp", see PER_EXAMPLE. The mechanism is
+    # the same either way (flat clipping at clip_norm, weight 1); "privcomp" runs where Opacus
+    # fails (torchvision's resnet18: in-place residual adds).
+    per_example: str = "opacus"
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> LADPConfig:
@@ -86,6 +95,10 @@ class LADPConfig:
         if self.allocation not in ALLOCATIONS:
             raise ValueError(
                 f"unknown allocation '{self.allocation}' (known: {', '.join(ALLOCATIONS)})"
+            )
+        if self.per_example not in PER_EXAMPLE:
+            raise ValueError(
+                f"unknown per_example '{self.per_example}' (known: {', '.join(PER_EXAMPLE)})"
             )
         clips = (self.clip_sensitive, self.clip_other)
         if not all(math.isfinite(c) and c > 0 for c in clips):

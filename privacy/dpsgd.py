@@ -1,7 +1,11 @@
 """Baseline: plain DP-SGD (flat clipping of the whole gradient), accounted exactly like LADP.
 
-Per-example gradients come from Opacus (GradSampleModule's hooks: an implementation independent of
-LADP's fast path). Everything else is privcomp's own engine (privacy.ladp.LADPEngine): Poisson
+Per-example gradients come from Opacus by default (GradSampleModule's hooks: an implementation
+independent of LADP's fast path), or, with config.per_example = "privcomp", from privcomp's own
+clipping on the flat group: LADP's fast path (privacy.fastpath, every module of the group at
+once) where it supports the model, else the vmap reference path. The mechanism is the same; the
+privcomp source also runs on torchvision's resnet18, whose in-place residual adds Opacus's
+hooks refuse. Everything else is privcomp's own engine (privacy.ladp.LADPEngine): Poisson
 sampling at q = B/n, Gaussian noise σ·C, division by the expected batch size, the same planned
 steps, the same calibration of σ with the same accountant, and the same secure randomness
 (Opacus's secure_mode needs torchcsprng, which has no build for the pinned torch). So
@@ -22,11 +26,11 @@ import torch.nn.functional as F
 from opacus import GradSampleModule
 from torch import Tensor, nn
 
-from privacy.clipping import examples_per_chunk
-from privacy.config import LADPConfig
+from privacy.clipping import ClippedSumFn, examples_per_chunk
+from privacy.config import PER_EXAMPLE, LADPConfig
 from privacy.fastpath import clip_factor
 from privacy.groups import LayerGroup
-from privacy.ladp import LADPEngine
+from privacy.ladp import LADPEngine, default_clipped_sums
 
 
 def flat_group(model: nn.Module, *, clip_norm: float) -> LayerGroup:
@@ -86,7 +90,9 @@ def dpsgd_engine(
     seed: int,
     noise_seed: int | None = None,
 ) -> LADPEngine:
-    """The DP-SGD baseline as an LADPEngine: one flat group, Opacus per-sample gradients."""
+    """The DP-SGD baseline as an LADPEngine: one flat group; per-example gradients from
+    config.per_example ("opacus": Opacus's per-sample gradients; "privcomp": LADP's own
+    clipping, the fast path where supported)."""
     flat = replace(config, allocation="uniform")  # one fixed group: no per-layer allocation
     return LADPEngine(
         model,
@@ -96,6 +102,16 @@ def dpsgd_engine(
         seed=seed,
         noise_seed=noise_seed,
         groups=[flat_group(model, clip_norm=config.clip_norm)],
-        clipped_sums=opacus_clipped_sums,
+        clipped_sums=per_example_source(config),
         mechanism="dp-sgd",
     )
+
+
+def per_example_source(config: LADPConfig) -> ClippedSumFn:
+    """The clipped sums of config.per_example (privacy.config.PER_EXAMPLE)."""
+    if config.per_example == "opacus":
+        return opacus_clipped_sums
+    if config.per_example == "privcomp":
+        return default_clipped_sums(config)
+    known = ", ".join(PER_EXAMPLE)
+    raise ValueError(f"unknown per_example '{config.per_example}' (known: {known})")

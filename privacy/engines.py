@@ -5,6 +5,7 @@ the same mechanism (sampling, allocation, clipping, noise) as the stage that shi
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -40,6 +41,14 @@ def build_engine(
     if kind == "dp-sgd":
         return dpsgd_engine(model, x, y, config=config, seed=seed, noise_seed=noise_seed)
     raise ValueError(f"unknown DP training engine '{kind}' (known: {', '.join(ENGINES)})")
+
+
+def engine_details(kind: str, config: LADPConfig) -> dict[str, Any]:
+    """What a spend records of the engine it ran: its name (references and `pipeline audit`
+    rebuild it from that) and, for DP-SGD, where its per-example gradients came from."""
+    if kind == "dp-sgd":
+        return {"engine": kind, "per_example": config.per_example}
+    return {"engine": kind}
 
 
 def unbounded(config: LADPConfig, n: int) -> LADPConfig:

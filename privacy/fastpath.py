@@ -12,9 +12,13 @@ depends on row i, so b_i is example i's output gradient). From them, exactly:
   does so one kernel tap at a time, from views of the padded input (no im2col copy).
 - GroupNorm: ∇γ_i = Σ_spatial x̂_i ⊙ b_i, ∇β_i = Σ_spatial b_i (x̂ = the normalised input).
 
-The clipped sum Σ_i c_i ∇W_i is one contraction (Σ_i c_i b_iᵀ a_i). Modules other than these, or
-groups that are not exactly one module's parameters, are not supported: `supports_fast_path` says
-so and the engine then keeps the reference path (privacy/clipping.py, vmap).
+A group may hold several whole modules (DP-SGD's flat group holds them all): its per-example
+squared norm is the sum of its modules' ||∇_i||² above, one factor c_i = min(1, C / ||g_i||) per
+example per group, and each module's clipped sum Σ_i c_i ∇W_i is one contraction (Σ_i c_i b_iᵀ a_i)
+with its group's c. A group of one module (LADP's layer groups) is the case of one term. Modules
+other than these, or groups that hold part of a module's parameters (or a frozen one), are not
+supported: `supports_fast_path` says so and the engine then keeps the reference path
+(privacy/clipping.py, vmap).
 """
 
 from __future__ import annotations
@@ -40,41 +44,58 @@ def clip_factor(norms: Tensor, clip_norm: float) -> Tensor:
     return (clip_norm / (norms + CLIP_EPS)).clamp(max=1.0)
 
 
-def _module_for(modules: dict[str, nn.Module], group: LayerGroup) -> nn.Module | None:
-    """The supported module whose trainable parameters are exactly the group's, else None."""
-    name = "" if group.name == "<root>" else group.name
-    module = modules.get(name)
-    if module is None or not isinstance(module, SUPPORTED):
+def _supported(module: nn.Module) -> bool:
+    if not isinstance(module, SUPPORTED):
+        return False
+    if isinstance(module, nn.Conv2d):
+        return (
+            module.groups == 1
+            and not isinstance(module.padding, str)
+            and module.padding_mode == "zeros"
+        )
+    return True
+
+
+def _modules_for(
+    modules: dict[str, nn.Module], group: LayerGroup
+) -> list[tuple[str, nn.Module]] | None:
+    """The supported modules whose trainable parameters together are exactly the group's (each
+    module's every parameter, trainable, and nothing else), as (name, module); else None."""
+    owners: dict[str, nn.Module] = {}
+    for param in group.param_names:
+        name = param.rpartition(".")[0]
+        module = modules.get(name)
+        if module is None or not _supported(module):
+            return None
+        owners.setdefault(name, module)
+    own: set[str] = set()
+    for name, module in owners.items():
+        for p, t in module.named_parameters(recurse=False):
+            if not t.requires_grad:
+                return None  # a frozen parameter of a grouped module: not this module's gradient
+            own.add(f"{name}.{p}" if name else p)
+    if not owners or own != set(group.param_names) or len(own) != len(group.param_names):
         return None
-    if isinstance(module, nn.Conv2d) and (
-        module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros"
-    ):
-        return None
-    own = {f"{name}.{p}" if name else p for p, t in module.named_parameters(recurse=False)}
-    trainable = {
-        f"{name}.{p}" if name else p
-        for p, t in module.named_parameters(recurse=False)
-        if t.requires_grad
-    }
-    if set(group.param_names) != own or own != trainable:
-        return None
-    return module
+    return list(owners.items())
 
 
 def supports_fast_path(model: nn.Module, groups: Sequence[LayerGroup]) -> bool:
-    """True when every group is one Linear / Conv2d (groups=1) / GroupNorm module's parameters."""
+    """True when every group is the union of whole Linear / Conv2d (groups=1) / GroupNorm
+    modules' parameters: one module (LADP's layer groups) or several (DP-SGD's flat group)."""
     modules = dict(model.named_modules())
-    return all(_module_for(modules, g) is not None for g in groups)
+    return all(_modules_for(modules, g) is not None for g in groups)
 
 
-def _group_modules(model: nn.Module, groups: Sequence[LayerGroup]) -> list[nn.Module]:
+def _group_modules(
+    model: nn.Module, groups: Sequence[LayerGroup]
+) -> list[list[tuple[str, nn.Module]]]:
     modules = dict(model.named_modules())
     found = []
     for g in groups:
-        module = _module_for(modules, g)
-        if module is None:
+        owned = _modules_for(modules, g)
+        if owned is None:
             raise ValueError(f"fast path does not support group '{g.name}'")
-        found.append(module)
+        found.append(owned)
     return found
 
 
@@ -87,13 +108,13 @@ class _Capture:
 
 
 def _capture(
-    model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup], modules: list[nn.Module]
+    model: nn.Module, x: Tensor, y: Tensor, modules: Sequence[tuple[str, nn.Module]]
 ) -> list[tuple[Tensor, Tensor]]:
-    """(input activation, output gradient of the summed loss) per group, one backward pass."""
+    """(input activation, output gradient of the summed loss) per module, one backward pass."""
     caps: list[_Capture] = []
     handles: list[Any] = []
-    for g, module in zip(groups, modules, strict=True):
-        cap = _Capture(module, g.name)
+    for name, module in modules:
+        cap = _Capture(module, name)
         caps.append(cap)
 
         def fwd(_m: nn.Module, inp: tuple[Tensor, ...], out: Tensor, cap: _Capture = cap) -> None:
@@ -234,12 +255,19 @@ def _layer(module: nn.Module, a: Tensor, b: Tensor) -> list[tuple[str, Tensor, A
 def _per_group(
     model: nn.Module, x: Tensor, y: Tensor, groups: Sequence[LayerGroup]
 ) -> list[list[tuple[str, Tensor, Any]]]:
-    modules = _group_modules(model, groups)
-    captured = _capture(model, x, y, groups, modules)
-    result = []
-    for g, module, (a, b) in zip(groups, modules, captured, strict=True):
-        prefix = "" if g.name == "<root>" else f"{g.name}."
-        result.append([(prefix + n, sq, fn) for n, sq, fn in _layer(module, a, b)])
+    """Per group, per parameter of its modules: (full name, per-example squared norms, c ->
+    clipped sum). A group's squared norm is the sum over its parameters, whichever module."""
+    owned = _group_modules(model, groups)
+    flat = [m for modules in owned for m in modules]
+    captured = _capture(model, x, y, flat)
+    result, start = [], 0
+    for modules in owned:
+        parts: list[tuple[str, Tensor, Any]] = []
+        mine, start = captured[start : start + len(modules)], start + len(modules)
+        for (name, module), (a, b) in zip(modules, mine, strict=True):
+            prefix = f"{name}." if name else ""
+            parts.extend((prefix + n, sq, fn) for n, sq, fn in _layer(module, a, b))
+        result.append(parts)
     return result
 
 

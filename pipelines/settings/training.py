@@ -14,7 +14,7 @@ from typing import Any
 
 from pipelines.settings.base import Section, derived, one_of, require, setting
 from pipelines.settings.run import SearchSettings
-from privacy.config import LADPConfig
+from privacy.config import PER_EXAMPLE, LADPConfig
 from privacy.defenses import DEFENSES, TrainingPlan
 from privacy.search import SearchSpace
 
@@ -118,6 +118,15 @@ class TrainLADPSettings(DPTrainingSettings):
 
 @dataclass(frozen=True)
 class TrainDPSGDSettings(DPTrainingSettings):
-    """The DP-SGD baseline: the shared keys and values of [train-ladp] (flat clipping only)."""
+    """The DP-SGD baseline: the shared keys and values of [train-ladp] (flat clipping only),
+    and where its per-example gradients come from (the same mechanism either way)."""
 
     name = "train-dpsgd"
+    per_example: str = setting(
+        _LADP.per_example,
+        "opacus (Opacus's per-sample gradients) | privcomp (LADP's fast path on the flat group; "
+        "runs on resnet18, where Opacus fails)",
+    )
+
+    def __post_init__(self) -> None:
+        one_of(self.name, "per_example", self.per_example, PER_EXAMPLE)

@@ -25,7 +25,7 @@ from pipelines.settings.training import (
 from pipelines.stage import Spend, Stage, StageResult, register_stage
 from privacy.config import LADPConfig, plan_noise
 from privacy.defenses import Defense
-from privacy.engines import build_engine
+from privacy.engines import build_engine, engine_details
 from privacy.ladp import LADPEngine, LADPResult
 from privacy.search import SearchPlan, SearchSpace, plan_search, public_accuracy, run_search
 
@@ -139,7 +139,7 @@ class _DPTraining(Stage[DPTrainingSettings]):
         try:
             if space.searching:
                 plan = plan_search(space, self.config.search.search_config(), n)
-                return self._search_spend(plan, ctx.noise_mode, {}, None)
+                return self._search_spend(plan, space, ctx.noise_mode, {}, None)
             cfg = space.config()
             q, _, sigma, steps = plan_noise(cfg, n)
         except ValueError as exc:
@@ -150,7 +150,7 @@ class _DPTraining(Stage[DPTrainingSettings]):
             "steps": steps,
             "accountant": cfg.accountant,
             "mechanism": self.engine,
-            "engine": self.engine,
+            **engine_details(self.engine, cfg),
             "noise": ctx.noise_mode,
         }
         return Spend(kind="dp", epsilon=cfg.epsilon, delta=cfg.delta, details=details)
@@ -182,22 +182,26 @@ class _DPTraining(Stage[DPTrainingSettings]):
                 model, spend, metrics = self._search(ctx, model, space)
             else:
                 with ctx.reporter.task(self.name) as progress, measured() as cost:
-                    engine = self._engine(ctx, model, space.config(), ctx.noise_seed(0))
-                    model, spend, metrics = self._released(engine.run(progress))
+                    config = space.config()
+                    engine = self._engine(ctx, model, config, ctx.noise_seed(0))
+                    model, spend, metrics = self._released(engine.run(progress), config)
                 metrics["cost"] = cost.to_dict()  # a search's cost would reveal its K
         except ValueError as exc:
             raise PrivcompError(f"{self.name}: {exc}") from exc
         save_model(model, ctx.stage_dir, arch=arch)
         return StageResult({MODEL: ctx.stage_dir}, spend, metrics)
 
-    def _released(self, result: LADPResult) -> tuple[nn.Module, Spend, dict[str, Any]]:
+    def _released(
+        self, result: LADPResult, config: LADPConfig
+    ) -> tuple[nn.Module, Spend, dict[str, Any]]:
         spend = result.spend
         metrics = {
             "steps_planned": result.steps_planned,
             "steps_taken": result.steps_taken,
             "stopped_at_budget": result.stopped_at_budget,
         }
-        details = {**spend.to_dict(), "engine": self.engine}  # references and the audit rebuild it
+        # References and the audit rebuild the engine from these details.
+        details = {**spend.to_dict(), **engine_details(self.engine, config)}
         dp = Spend(kind="dp", epsilon=spend.epsilon, delta=spend.delta, details=details)
         return result.model, dp, metrics
 
@@ -219,7 +223,7 @@ class _DPTraining(Stage[DPTrainingSettings]):
                 score=public_accuracy(*ctx.split("public")),
                 noise_seed=ctx.noise_seed(0),
             )
-        spend = self._search_spend(plan, result.noise, result.candidate, result.public_score)
+        spend = self._search_spend(plan, space, result.noise, result.candidate, result.public_score)
         metrics = {
             "search": {
                 "candidates": len(space.candidates()),
@@ -231,12 +235,18 @@ class _DPTraining(Stage[DPTrainingSettings]):
         return result.model, spend, metrics
 
     def _search_spend(
-        self, plan: SearchPlan, noise: str, chosen: dict[str, Any], score: float | None
+        self,
+        plan: SearchPlan,
+        space: SearchSpace,
+        noise: str,
+        chosen: dict[str, Any],
+        score: float | None,
     ) -> Spend:
         details = {
             "mechanism": f"hyper-parameter search over {self.engine} (Papernot & Steinke 2022)",
             "accountant": "rdp",
-            "engine": self.engine,
+            # per_example cannot be searched: every candidate shares it.
+            **engine_details(self.engine, space.config()),
             "noise": noise,
             "rdp_orders": list(plan.orders),
             "rdp": list(plan.rdp),
@@ -273,6 +283,9 @@ class TrainDPSGD(_DPTraining):
 
     name = "train-dpsgd"
     privacy_cost = "(epsilon, delta)-DP, DP-SGD (flat clipping), accounted like train-ladp"
-    summary = "plain DP-SGD (Opacus per-example gradients) on the members ([train-dpsgd])"
+    summary = (
+        "plain DP-SGD on the members ([train-dpsgd]; per-example gradients from Opacus, or "
+        'per_example = "privcomp")'
+    )
     Config = TrainDPSGDSettings
     engine = "dp-sgd"

@@ -35,7 +35,7 @@ from pipelines.executors import LocalExecutor, SerialExecutor, make_executor
 from pipelines.ledger import Ledger
 from pipelines.measurements import MeasurementStore
 from pipelines.progress import Reporter
-from pipelines.recipes import DefenseRecipe
+from pipelines.recipes import DefenseRecipe, DPRecipe
 from pipelines.runner import build_context
 from pipelines.settings.run import ModelSettings
 from pipelines.stages import STAGES
@@ -183,6 +183,21 @@ def test_reference_recipe_target_follows_the_training_stage(
     assert train_recipe(ctx) == (TrainRecipe(epochs=2, batch_size=64, lr=1e-3), "train")
     ctx.history = [stage]
     assert train_recipe(ctx)[1] == f"target ({stage})"
+
+
+def test_references_of_dpsgd_use_its_per_example_source(tmp_path: Path) -> None:
+    """[train-dpsgd] per_example = "privcomp": planned in the ledger, and the references' recipe
+    builds the same engine (privcomp's clipping, not Opacus's)."""
+    ctx = make_ctx(
+        tmp_path, 'evaluate.reference_recipe="target"', 'train-dpsgd.per_example="privcomp"'
+    )
+    planned = STAGES["train-dpsgd"](ctx.config.section("train-dpsgd")).planned_spend(ctx)
+    assert planned.details["engine"] == "dp-sgd" and planned.details["per_example"] == "privcomp"
+    ctx.ledger = Ledger()
+    ctx.ledger.record("train-dpsgd", planned)
+    ctx.history = ["train-dpsgd"]
+    recipe, _ = train_recipe(ctx)
+    assert isinstance(recipe, DPRecipe) and recipe.dp["per_example"] == "privcomp"
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ PLAN = Spend(
         "steps": 300,
         "accountant": "prv",
         "noise": "secure",
+        "engine": "dp-sgd",
+        "per_example": "opacus",
     },
 )
 
@@ -46,6 +48,8 @@ def test_a_spend_that_keeps_to_its_plan_passes() -> None:
         (replace(PLAN, delta=0.5), "delta 0.5 != planned 1e-05"),
         (changed(accountant="rdp"), "accountant 'rdp'"),
         (changed(noise="reproducible"), "noise 'reproducible'"),
+        (changed(engine="ladp"), "engine 'ladp'"),
+        (changed(per_example="privcomp"), "per_example 'privcomp'"),
         (replace(PLAN, details={"rdp_orders": [2.0], "rdp": [0.1]}), "mechanism"),
     ],
 )

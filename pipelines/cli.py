@@ -281,7 +281,6 @@ def compare_defenses(
     attack each adaptively; compare each defense with DP at equal test accuracy."""
 
     def action() -> None:
-        from pipelines.config import load_config
         from pipelines.errors import PrivcompError
         from pipelines.study import StudyOptions, run_study
         from privacy.defenses import DEFENSES
@@ -305,7 +304,6 @@ def compare_defenses(
             config=config,
             overrides=tuple(set_ or ()),
         )
-        load_config(config, [*options.overrides, f'run.model="{model}"'])  # bad input: now
         run_study(options)
         print(f"study: {out / 'study.md'} (figures in {out / 'figures'})")
 

@@ -153,9 +153,10 @@ def run_method(job: MethodJob) -> dict[str, Any]:
             summary = run_pipeline(
                 [job.method.stage], config=config, run_dir=run_dir, reporter=reporter
             )
-        except (UserError, RuntimeError, ValueError) as exc:
-            line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return {"method": asdict(job.method), "error": line}
+        except Exception as exc:  # reported in study.md; the other methods go on
+            line = str(exc).splitlines()[0] if str(exc) else ""
+            kind = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
+            return {"method": asdict(job.method), "error": kind + line}
     metrics = read_json(run_dir / f"01-{job.method.stage}" / "metrics.json")
     return {
         "method": asdict(job.method),
@@ -293,10 +294,13 @@ def analyse(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_study(options: StudyOptions, *, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train and attack every method, then write study.json, study.md and the figures."""
+    from pipelines.config import load_config
     from pipelines.study_report import write_report
 
     reporter = reporter or Reporter()
     todo = jobs(options)
+    for job in todo:  # every method's configuration checked before any trains
+        load_config(Path(job.config) if job.config else None, list(job.settings))
     options.out.mkdir(parents=True, exist_ok=True)
     reporter.info(
         f"defense study: {len(todo)} methods in {options.out} "

@@ -46,7 +46,7 @@ def test_a_defended_run_says_which_defense_and_stays_not_private(
         assert row["privacy"]["defense"] == "trust-score-masking"
         assert row["privacy"]["release"] == "masked-scores"
     ledger = json.loads((run_dir / "ledger.json").read_text())
-    assert ledger["entries"][0]["mechanism"] == "adam with defense 'trust-score-masking', no DP"
+    assert ledger["stages"][0]["mechanism"] == "adam with defense 'trust-score-masking', no DP"
     stage = json.loads((run_dir / "01-train" / "metrics.json").read_text())["stage"]
     assert stage["defense"]["settings"]["index_size"] == 60
     assert stage["cost"]["seconds"] > 0 and stage["cost"]["peak_memory_bytes"] >= 0

@@ -290,6 +290,8 @@ def compare_defenses(
         except ValueError:
             message = f"--epsilon must be numbers separated by commas, got {epsilon!r}"
             raise PrivcompError(message) from None
+        if defenses is not None and not _items(defenses):
+            raise PrivcompError(f"--defenses names no defense: {defenses!r}")
         options = StudyOptions(
             out=out,
             defenses=tuple(_items(defenses)) if defenses else tuple(DEFENSES),

@@ -91,8 +91,11 @@ class RunContext:
         return next((s for s in self.history if s in TRAINING_STAGES), None)
 
     def defense(self) -> Defense | None:
-        """The membership-inference defense the artifacts so far were trained with."""
-        return self.config.defense() if self.trained_by == "train" else None
+        """The membership-inference defense the latest artifact carries: the one [train] ran,
+        unless a distilled student (a new model, trained on the public split) replaced it."""
+        if self.trained_by != "train" or "distill" in self.history:
+            return None
+        return self.config.defense()
 
     def model_arch(self) -> dict[str, Any]:
         """The architecture record for a fresh model of the configured kind."""

@@ -35,6 +35,11 @@ DEFAULT_CANARIES = 250
 BASELINE = "undefended"
 DP_STAGES = {"dp-sgd": "train-dpsgd", "ladp": "train-ladp"}
 HEADLINE = "tpr_at_1pct_fpr"  # on the canaries: the study's headline metric
+STUDY_PRIVACY = (
+    "The study folder is not private: it holds the undefended and the defended models (ε = ∞) "
+    "and every DP model trained on the same members, in run dirs that no ledger composes. Each "
+    "DP model's ε holds for that model released alone; keep the folder with the data owner."
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,12 @@ class StudyOptions:
     overrides: tuple[str, ...] = ()  # the user's --set, applied before the study's
 
     def __post_init__(self) -> None:
+        if not self.defenses and not self.epsilons:
+            raise PrivcompError("compare-defenses: no defenses and no ε to compare")
+        shown = tuple(f"{e:g}" for e in self.epsilons)  # as run dirs name them
+        for what, items in (("--defenses", self.defenses), ("--epsilon", shown)):
+            if len(set(items)) != len(items):
+                raise PrivcompError(f"{what} names a value twice: {', '.join(map(str, items))}")
         unknown = [d for d in self.defenses if d not in DEFENSES]
         if unknown:
             known = ", ".join(sorted(DEFENSES))
@@ -76,6 +87,7 @@ class Method:
 
     @property
     def slug(self) -> str:
+        """The run dir's name (ε as `:g` writes it: StudyOptions refuses two that look alike)."""
         return self.name.replace(" ", "-").replace("ε=", "eps")
 
 
@@ -177,6 +189,7 @@ class MethodRow:
     epsilon: float | None
     engine: str | None
     release: str
+    noise: str  # secure | reproducible (then no ε printed here holds against the seed's holder)
     test_accuracy: float
     attacks: dict[str, Any]  # attack -> metrics (population average, with "canaries" nested)
     cost: dict[str, Any]
@@ -196,6 +209,7 @@ def method_row(result: dict[str, Any]) -> MethodRow:
         epsilon=method["epsilon"],
         engine=method["engine"],
         release=row["privacy"].get("release", "scores"),
+        noise=result["summary"]["run"].get("noise", "secure"),
         test_accuracy=float(row["utility"]["test_accuracy"]),
         attacks=attacks,
         cost=dict(result["stage_metrics"].get("cost", {})),
@@ -228,10 +242,14 @@ def interpolate_match(
     accuracy: float, curve: Sequence[tuple[float, float, dict[str, Any]]]
 ) -> dict[str, Any] | None:
     """The DP point of equal test accuracy on a curve of (ε, accuracy, strongest) sorted by ε:
-    linear in log ε between the first two grid points whose accuracies bracket `accuracy`; None
-    where no two do (the grid does not reach it)."""
+    the smallest ε at which the curve reaches `accuracy`, linear in log ε between the first two
+    grid points whose accuracies bracket it (a noisy curve may cross it again at larger ε: the
+    cheapest match is the one a user would pick); None where no two do."""
+    for e0, a0, s0 in curve:
+        if a0 == accuracy:
+            return {"epsilon": e0, "value": s0["value"], "ci": list(s0["ci"])}
     for (e0, a0, s0), (e1, a1, s1) in zip(curve, curve[1:], strict=False):
-        if min(a0, a1) <= accuracy <= max(a0, a1) and a0 != a1:
+        if min(a0, a1) < accuracy < max(a0, a1):
             t = (accuracy - a0) / (a1 - a0)
             eps = math.exp(math.log(e0) + t * (math.log(e1) - math.log(e0)))
 
@@ -243,18 +261,34 @@ def interpolate_match(
     return None
 
 
-def verdict(defense: dict[str, Any], dp: dict[str, Any] | None) -> str:
-    """Whether the defense leaks less than the DP model of equal accuracy, beyond the intervals."""
+def _apart(low: dict[str, Any], high: dict[str, Any]) -> bool | None:
+    """Whether low's interval lies wholly below high's (None: an interval is missing)."""
+    lo_hi, hi_lo = (low.get("ci") or [None, None])[1], (high.get("ci") or [None, None])[0]
+    if lo_hi is None or hi_lo is None:
+        return None
+    return bool(lo_hi < hi_lo)
+
+
+def verdict(
+    defense: dict[str, Any],
+    dp: dict[str, Any] | None,
+    *,
+    below_grid: dict[str, Any] | None = None,
+) -> str:
+    """Whether the defense leaks less than the DP model of equal accuracy, beyond the intervals.
+
+    below_grid: the DP model at the grid's smallest ε when it is already more accurate than the
+    defense (no match, but DP is better on accuracy there)."""
     if dp is None:
+        if below_grid is not None and _apart(below_grid, defense):
+            return "DP dominates (more accurate and leaks less at the smallest ε)"
         return "no DP match"
-    d_lo, d_hi = defense.get("ci") or [None, None]
-    p_lo, p_hi = dp.get("ci") or [None, None]
-    if None not in (d_hi, p_lo) and d_hi < p_lo:
+    if _apart(defense, dp):
         return "defense leaks less"
-    if None not in (p_hi, d_lo) and p_hi < d_lo:
+    if _apart(dp, defense):
         return "DP leaks less"
-    if d_lo is None or p_lo is None:
-        return "defense leaks less" if defense["value"] < dp["value"] else "DP leaks less or equal"
+    if _apart(defense, dp) is None:
+        return "not tested (no interval)"
     return "no significant difference"
 
 
@@ -271,9 +305,12 @@ def analyse(results: list[dict[str, Any]]) -> dict[str, Any]:
                 row.cost[f"{key}_vs_baseline"] = row.cost[key] / ref
     curves = {
         engine: sorted(
-            (r.epsilon, r.test_accuracy, r.strongest)
-            for r in rows
-            if r.engine == engine and r.epsilon is not None and r.strongest
+            (
+                (r.epsilon, r.test_accuracy, r.strongest)
+                for r in rows
+                if r.engine == engine and r.epsilon is not None and r.strongest
+            ),
+            key=lambda point: point[0],
         )
         for engine in DP_STAGES
     }
@@ -283,9 +320,17 @@ def analyse(results: list[dict[str, Any]]) -> dict[str, Any]:
         row.match = {}
         for engine, curve in curves.items():
             dp = interpolate_match(row.test_accuracy, curve)
-            row.match[engine] = {"dp": dp, "verdict": verdict(row.strongest, dp)}
+            lowest = curve[0] if curve else None
+            below = lowest[2] if lowest and lowest[1] > row.test_accuracy else None
+            row.match[engine] = {
+                "dp": dp,
+                "verdict": verdict(row.strongest, dp, below_grid=below),
+            }
+    noise = sorted({r.noise for r in rows})
     return {
         "schema_version": SCHEMA_VERSION,
+        "privacy": STUDY_PRIVACY,
+        "noise": noise,
         "headline": f"strongest attack's {HEADLINE} on the canaries, 95% interval",
         "methods": [r.to_dict() for r in rows],
         "failed": failed,
@@ -295,12 +340,15 @@ def analyse(results: list[dict[str, Any]]) -> dict[str, Any]:
 def run_study(options: StudyOptions, *, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train and attack every method, then write study.json, study.md and the figures."""
     from pipelines.config import load_config
+    from pipelines.runner import build_context
     from pipelines.study_report import write_report
 
     reporter = reporter or Reporter()
     todo = jobs(options)
-    for job in todo:  # every method's configuration checked before any trains
-        load_config(Path(job.config) if job.config else None, list(job.settings))
+    configs = [load_config(Path(j.config) if j.config else None, list(j.settings)) for j in todo]
+    # Every method's configuration, and the data and split they share (canaries included),
+    # checked before any method trains.
+    build_context(configs[0], options.out, reporter)
     options.out.mkdir(parents=True, exist_ok=True)
     reporter.info(
         f"defense study: {len(todo)} methods in {options.out} "
@@ -328,6 +376,12 @@ def run_study(options: StudyOptions, *, reporter: Reporter | None = None) -> dic
         "workers": workers,
     }
     write_report(study, options.out)
-    for failure in study["failed"]:
-        reporter.info(f"[red]failed[/red]: {failure['method']}: {failure['error']}")
+    failed = study["failed"]
+    if failed:
+        first = failed[0]
+        raise PrivcompError(
+            f"{len(failed)} of {len(todo)} methods failed (listed in {options.out / 'study.md'}; "
+            f"the others are kept, a rerun retries only these): {first['method']}: "
+            f"{first['error']}"
+        )
     return study

@@ -39,7 +39,8 @@ def train_with_public(
     progress: ProgressFn | None = None,
 ) -> Trained:
     """Adam (plan's lr and weight decay) on step's loss over the members' shuffled mini-batches
-    (the batches models.training.fit draws from the same seed)."""
+    (drawn like models.training.fit's; the public draws share the generator, so the
+    order differs from fit's after the first public batch)."""
     if len(public[0]) == 0:
         raise ValueError("this defense reads the public split, which is empty")
     gen = torch.Generator().manual_seed(seed)

@@ -4,8 +4,11 @@ the same defense. None of it is DP: ε stays null."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import onnx
@@ -14,11 +17,16 @@ import pytest
 from attacks.suite import attacks_for_release
 from attacks.target import OnnxTarget
 from models.io import load_model, read_arch
+from pipelines import evaluation
 from pipelines.config import Config, load_config
 from pipelines.cost import measured
 from pipelines.data import load_dataset
 from pipelines.progress import Reporter
 from pipelines.runner import run_pipeline
+from pipelines.settings import SECTIONS, register_section
+from pipelines.settings.defenses import defense_section
+from privacy.defenses import DEFENSES, register_defense
+from privacy.defenses.l2 import L2Defense
 from tests.conftest import TINY
 
 MASKED = [
@@ -49,7 +57,7 @@ def test_a_defended_run_says_which_defense_and_stays_not_private(
     assert ledger["stages"][0]["mechanism"] == "adam with defense 'trust-score-masking', no DP"
     stage = json.loads((run_dir / "01-train" / "metrics.json").read_text())["stage"]
     assert stage["defense"]["settings"]["index_size"] == 60
-    assert stage["cost"]["seconds"] > 0 and stage["cost"]["peak_memory_bytes"] >= 0
+    assert stage["cost"]["seconds"] > 0 and stage["cost"]["peak_memory_bytes"] > 0
 
 
 def test_a_masked_release_is_attacked_with_the_label_only_attack_too(
@@ -105,3 +113,43 @@ def test_measured_cost_sees_the_memory_the_work_took() -> None:
     assert cost.seconds >= 0
     if cost.peak_memory_scope == "work":
         assert 48 * 2**20 <= cost.peak_memory_bytes <= 256 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class _LabelsOnly(L2Defense):
+    """A test defense whose deployment answers with labels only."""
+
+    name: ClassVar[str] = "test-labels-only"
+    release: ClassVar[str] = "labels"
+
+
+@pytest.fixture
+def labels_only_defense() -> Iterator[None]:
+    register_defense(_LabelsOnly)
+    section = defense_section(_LabelsOnly)
+    register_section(section)
+    try:
+        yield
+    finally:
+        del DEFENSES[_LabelsOnly.name], SECTIONS[section.name]
+
+
+def test_a_labels_only_release_is_attacked_through_its_labels(
+    tmp_path: Path, labels_only_defense: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queried: list[str] = []
+    original = evaluation.run_attacks
+
+    def spy(target: object, **kwargs: object) -> object:
+        queried.append(type(target).__name__)
+        return original(target, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluation, "run_attacks", spy)
+    settings = [*TINY, 'train.defense="test-labels-only"', 'evaluate.attacks=["loss", "lira"]']
+    summary = run_pipeline(
+        ["train"], config=load_config(None, settings), run_dir=tmp_path / "r", reporter=Reporter()
+    )
+    (row,) = summary["stages"]
+    assert row["privacy"]["release"] == "labels"
+    assert set(row["attacks"]) == {"gap"}  # the score attacks cannot see scores
+    assert queried == ["LabelOnlyTarget"]

@@ -3,6 +3,7 @@ end through the command line (tables and figures written)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,8 +11,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pipelines import study as study_module
 from pipelines.cli import app
-from pipelines.study import StudyOptions, analyse, interpolate_match, methods, verdict
+from pipelines.study import (
+    MethodJob,
+    StudyOptions,
+    analyse,
+    interpolate_match,
+    methods,
+    verdict,
+)
 
 CURVE = [
     (1.0, 0.50, {"value": 0.10, "ci": [0.05, 0.15]}),
@@ -29,6 +38,10 @@ def test_the_dp_match_is_interpolated_in_log_epsilon() -> None:
     assert interpolate_match(0.95, CURVE)["epsilon"] == pytest.approx(100.0)  # type: ignore[index]
     assert interpolate_match(0.97, CURVE) is None  # above the grid's best accuracy
     assert interpolate_match(0.40, CURVE) is None  # below its worst
+    assert interpolate_match(0.90, CURVE)["epsilon"] == 10.0  # type: ignore[index]
+    # A noisy curve that crosses 0.85 twice: the smallest ε that reaches it.
+    noisy = [CURVE[0], (3.0, 0.9, CURVE[1][2]), (10.0, 0.8, CURVE[1][2]), CURVE[2]]
+    assert interpolate_match(0.85, noisy)["epsilon"] < 3.0  # type: ignore[index]
 
 
 def test_the_verdict_needs_the_intervals_apart() -> None:
@@ -37,6 +50,10 @@ def test_the_verdict_needs_the_intervals_apart() -> None:
     assert verdict({"value": 0.5, "ci": [0.4, 0.6]}, dp) == "DP leaks less"
     assert verdict({"value": 0.22, "ci": [0.1, 0.3]}, dp) == "no significant difference"
     assert verdict({"value": 0.22, "ci": [0.1, 0.3]}, None) == "no DP match"
+    assert verdict({"value": 0.05}, dp) == "not tested (no interval)"
+    dominated = verdict({"value": 0.5, "ci": [0.4, 0.6]}, None, below_grid=dp)
+    assert dominated.startswith("DP dominates")
+    assert verdict({"value": 0.2, "ci": [0.1, 0.3]}, None, below_grid=dp) == "no DP match"
 
 
 def _result(name: str, kind: str, acc: float, tpr: float, eps: float | None = None) -> dict:
@@ -46,13 +63,14 @@ def _result(name: str, kind: str, acc: float, tpr: float, eps: float | None = No
     return {
         "method": {"name": name, "kind": kind, "epsilon": eps, "engine": engine},
         "summary": {
+            "run": {"noise": "secure"},
             "stages": [
                 {
                     "privacy": {"release": "scores"},
                     "utility": {"test_accuracy": acc},
                     "attacks": {"lira": attack},
                 }
-            ]
+            ],
         },
         "stage_metrics": {"cost": {"seconds": 2.0 if kind == "baseline" else 5.0}},
     }
@@ -138,6 +156,11 @@ DP_NAMES = ["dp-sgd ε=3", "dp-sgd ε=30", "ladp ε=3", "ladp ε=30"]
 def test_bad_study_input_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PRIVCOMP_DEBUG", raising=False)
     cases = [
+        (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+        (["--canaries", "5000"], "data.canaries = 5000 needs"),
+        (["--defenses", "l2,l2"], "--defenses names a value twice"),
+        (["--defenses", ","], "--defenses names no defense"),
+        (["--epsilon", "3,3.0000001"], "--epsilon names a value twice"),
         (["--defenses", "nosuch"], "unknown defense(s) nosuch"),
         (["--epsilon", "1,x"], "--epsilon must be numbers"),
         (["--epsilon", "0"], "--epsilon needs one or more finite values > 0"),
@@ -148,3 +171,23 @@ def test_bad_study_input_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         result = CliRunner().invoke(app, ["compare-defenses", "--out", str(tmp_path), *extra])
         assert result.exit_code == 2, (extra, result.output)
         assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # refused before any method trained
+
+
+def test_a_failing_method_is_reported_and_the_exit_is_not_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PRIVCOMP_DEBUG", raising=False)
+
+    def run_method(job: MethodJob) -> dict:
+        if job.method.kind == "dp":
+            return {"method": dataclasses.asdict(job.method), "error": "boom"}
+        return _result(job.method.name, job.method.kind, 0.9, 0.2)
+
+    monkeypatch.setattr(study_module, "run_method", run_method)
+    out = tmp_path / "study"
+    args = ["compare-defenses", "--dataset", "digits", "--defenses", "l2", "--epsilon", "3"]
+    result = CliRunner().invoke(app, [*args, "--executor", "serial", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "2 of 4 methods failed" in result.stderr and "boom" in result.stderr
+    assert "dp-sgd ε=3: boom" in (out / "study.md").read_text()  # what ran is kept

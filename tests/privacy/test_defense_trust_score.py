@@ -137,3 +137,23 @@ def test_public_split_too_small_or_a_class_short_of_k_points_is_refused() -> Non
 
 def test_registered_as_masked_scores() -> None:
     assert DEFENSES["trust-score-masking"].release == "masked-scores"
+
+
+def test_the_index_and_the_threshold_come_from_the_public_split_only(masked: TrustMasked) -> None:
+    """What ships inside the model: public records and a quantile of public trust scores."""
+    data = digits()
+    public_x, public_y = data["public"]
+    flat_public = public_x.reshape(len(public_x), -1)
+    index = masked.index_x.numpy().reshape(len(masked.index_x), -1)
+    members = data["members"][0].reshape(len(data["members"][0]), -1)
+    rows = [np.flatnonzero((flat_public == row).all(axis=1)) for row in index]
+    assert all(len(r) == 1 for r in rows), "every index point is one public record"
+    picked = np.concatenate(rows)
+    np.testing.assert_array_equal(masked.index_y.numpy(), public_y[picked])
+    assert not any((members == row).all(axis=1).any() for row in index), "no member inside"
+    # The threshold is the median trust score of the public records not in the index.
+    rest = np.setdiff1d(np.arange(len(public_x)), picked)
+    with torch.no_grad():
+        xb = torch.as_tensor(public_x[rest])
+        scores = masked.trust(masked.base(xb), xb)[0].numpy()
+    assert float(masked.threshold) == pytest.approx(float(np.quantile(scores, 0.5)), rel=1e-5)

@@ -104,6 +104,7 @@ def test_the_methods_share_everything_but_what_they_compare() -> None:
     assert names == ["undefended", "l2", "dp-sgd ε=3", "ladp ε=3"]
     dpsgd = methods(options)[2]
     assert 'train-dpsgd.per_example="privcomp"' in dpsgd.settings  # Opacus fails on resnet18
+    assert not any("per_example" in s for s in methods(options)[3].settings)  # LADP's own
 
 
 def test_a_tiny_study_writes_its_table_and_figures(

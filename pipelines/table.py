@@ -73,6 +73,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
     )
     if run.get("noise") == REPRODUCIBLE:
         table.caption += f"\n[bold red]warning: {escape(run['noise_note'])}[/bold red]"
+    defenses = sorted({d for e in summary["stages"] if (d := e["privacy"].get("defense"))})
+    if defenses:
+        named = ", ".join(defenses)
+        table.caption += f"\ndefense {escape(named)}: not differential privacy (ε = inf)"
     for entry in summary["stages"]:
         table.add_row(*(escape(cell) for cell in summary_row(entry)))
     return table

@@ -172,3 +172,11 @@ def test_a_usage_error_is_one_line_too(tmp_path: Path, args: list[str], message:
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_summary_table_says_a_defense_is_not_dp() -> None:
+    summary = fake_summary()
+    summary["stages"][0]["privacy"] = {"epsilon": None, "delta": None, "defense": "l2"}
+    console = Console(width=100, record=True)
+    console.print(summary_table(summary))
+    assert "defense l2: not differential privacy" in " ".join(console.export_text().split())

@@ -121,10 +121,9 @@ def headline(study_dir: Path) -> str:
     start = text.index("## Defenses against DP at equal test accuracy")
     end = text.index("## Every method")
     table = text[start:end].split("\n", 1)[1].strip()
-    study = json.loads((study_dir / "study.json").read_text())
     return (
-        f"From `pipeline compare-defenses --model cnn` ({study['seconds'] / 60:.0f} minutes on "
-        "this machine; its study.md has every table and figure). Strongest attack's TPR at 1% "
+        "From `pipeline compare-defenses --model cnn` (its study.md has every table and "
+        "figure; the README gives its wall time). Strongest attack's TPR at 1% "
         "FPR on 250 member vs 250 non-member canaries, 95% bootstrap interval; the DP model of "
         "equal test accuracy interpolated on the ε grid 1, 3, 8, 30, 100.\n\n" + table
     )

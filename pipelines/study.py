@@ -246,10 +246,12 @@ def interpolate_match(
     the smallest ε at which the curve reaches `accuracy`, linear in log ε between the first two
     grid points whose accuracies bracket it (a noisy curve may cross it again at larger ε: the
     cheapest match is the one a user would pick); None where no two do."""
-    for e0, a0, s0 in curve:
+    for i, (e0, a0, s0) in enumerate(curve):
         if a0 == accuracy:
             return {"epsilon": e0, "value": s0["value"], "ci": list(s0["ci"])}
-    for (e0, a0, s0), (e1, a1, s1) in zip(curve, curve[1:], strict=False):
+        if i + 1 == len(curve):
+            break
+        e1, a1, s1 = curve[i + 1]
         if min(a0, a1) < accuracy < max(a0, a1):
             t = (accuracy - a0) / (a1 - a0)
             eps = math.exp(math.log(e0) + t * (math.log(e1) - math.log(e0)))

@@ -42,6 +42,9 @@ def test_the_dp_match_is_interpolated_in_log_epsilon() -> None:
     # A noisy curve that crosses 0.85 twice: the smallest ε that reaches it.
     noisy = [CURVE[0], (3.0, 0.9, CURVE[1][2]), (10.0, 0.8, CURVE[1][2]), CURVE[2]]
     assert interpolate_match(0.85, noisy)["epsilon"] < 3.0  # type: ignore[index]
+    # An exact tie further up the grid does not win over an earlier crossing.
+    tied = [*noisy, (300.0, 0.85, CURVE[2][2])]
+    assert interpolate_match(0.85, tied)["epsilon"] < 3.0  # type: ignore[index]
 
 
 def test_the_verdict_needs_the_intervals_apart() -> None:

@@ -22,16 +22,22 @@ from torch import Tensor, nn
 
 from models.training import ProgressFn
 from models.zoo import seeded_model
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
+from privacy.defenses.base import Arch, Data, TrainingPlan, knob, register_defense
 from privacy.defenses.fitting import build
-from privacy.defenses.loops import DrawPublic, Metrics, Trained, train_with_public
+from privacy.defenses.loops import (
+    DrawPublic,
+    LoopDefense,
+    Metrics,
+    Trained,
+    train_with_public,
+)
 
 # A seed offset for the adversary's initial weights, so that they differ from the classifier's.
 ADVERSARY_SEED = 0xAD7
 
 
 @dataclass(frozen=True)
-class AdversarialRegularization(Defense):
+class AdversarialRegularization(LoopDefense):
     name: ClassVar[str] = "adversarial-regularization"
     release: ClassVar[str] = "scores"
     paper: ClassVar[str] = (
@@ -57,18 +63,6 @@ class AdversarialRegularization(Defense):
             )
         if not self.adversary_lr > 0:
             raise ValueError(f"{self.name}: adversary_lr must be > 0, got {self.adversary_lr}")
-
-    def train(
-        self,
-        arch: Arch,
-        members: Data,
-        *,
-        public: Data,
-        plan: TrainingPlan,
-        seed: int,
-        progress: ProgressFn | None = None,
-    ) -> nn.Module:
-        return self.fit(arch, members, public=public, plan=plan, seed=seed, progress=progress).model
 
     def fit(
         self,

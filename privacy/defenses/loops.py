@@ -4,6 +4,7 @@ validation set), with per-epoch means of what each step measured."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from models.training import ProgressFn, minibatches, steps_per_epoch
-from privacy.defenses.base import Data, TrainingPlan
+from privacy.defenses.base import Arch, Data, Defense, TrainingPlan
 
 Metrics = dict[str, float]
 # draw() -> (x, y): a fresh batch of the public split, as large as the current member batch.
@@ -71,3 +72,34 @@ def train_with_public(
         if steps
     ]
     return Trained(model.eval(), history)
+
+
+@dataclass(frozen=True)
+class LoopDefense(Defense):
+    """A defense whose training loop records a history (and trains auxiliary modules): `fit`
+    returns all of it, `train` the released model."""
+
+    @abstractmethod
+    def fit(
+        self,
+        arch: Arch,
+        members: Data,
+        *,
+        public: Data,
+        plan: TrainingPlan,
+        seed: int,
+        progress: ProgressFn | None = None,
+    ) -> Trained:
+        """The trained model with its per-epoch history and auxiliary modules."""
+
+    def train(
+        self,
+        arch: Arch,
+        members: Data,
+        *,
+        public: Data,
+        plan: TrainingPlan,
+        seed: int,
+        progress: ProgressFn | None = None,
+    ) -> nn.Module:
+        return self.fit(arch, members, public=public, plan=plan, seed=seed, progress=progress).model

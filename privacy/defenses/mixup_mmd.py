@@ -18,12 +18,18 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from models.training import ProgressFn
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
+from privacy.defenses.base import Arch, Data, TrainingPlan, knob, register_defense
 from privacy.defenses.fitting import build
-from privacy.defenses.loops import DrawPublic, Metrics, Trained, train_with_public
+from privacy.defenses.loops import (
+    DrawPublic,
+    LoopDefense,
+    Metrics,
+    Trained,
+    train_with_public,
+)
 
 # Bandwidth σ of the Gaussian kernel exp(-|a - b|² / 2σ²) on softmax vectors. Fixed rather than
 # the median heuristic: two confident outputs of one class are nearly equal, so the median of a
@@ -50,7 +56,7 @@ def class_conditional_mmd2(a: Tensor, ya: Tensor, b: Tensor, yb: Tensor) -> Tens
 
 
 @dataclass(frozen=True)
-class MixupMMD(Defense):
+class MixupMMD(LoopDefense):
     name: ClassVar[str] = "mixup-mmd"
     release: ClassVar[str] = "scores"
     paper: ClassVar[str] = (
@@ -66,18 +72,6 @@ class MixupMMD(Defense):
             raise ValueError(f"{self.name}: alpha must be > 0, got {self.alpha}")
         if not self.weight >= 0:
             raise ValueError(f"{self.name}: weight must be >= 0, got {self.weight}")
-
-    def train(
-        self,
-        arch: Arch,
-        members: Data,
-        *,
-        public: Data,
-        plan: TrainingPlan,
-        seed: int,
-        progress: ProgressFn | None = None,
-    ) -> nn.Module:
-        return self.fit(arch, members, public=public, plan=plan, seed=seed, progress=progress).model
 
     def fit(
         self,

@@ -92,7 +92,10 @@ class Method:
 
 
 def methods(options: StudyOptions) -> list[Method]:
-    out = [Method(BASELINE, "baseline", "train", ('train.defense="none"',))]
+    # Every method's references are trained like its target ("target"): the baseline's too,
+    # where "auto" would give the cheap Adam recipe, so that the attacks compare like with like.
+    like_target = 'evaluate.reference_recipe="target"'
+    out = [Method(BASELINE, "baseline", "train", ('train.defense="none"', like_target))]
     out += [Method(d, "defense", "train", (f'train.defense="{d}"',)) for d in options.defenses]
     for engine, stage in DP_STAGES.items():
         for eps in sorted(options.epsilons):

@@ -105,6 +105,8 @@ def test_the_methods_share_everything_but_what_they_compare() -> None:
     options = StudyOptions(out=Path("x"), defenses=("l2",), epsilons=(3.0,), model="resnet18")
     names = [m.name for m in methods(options)]
     assert names == ["undefended", "l2", "dp-sgd ε=3", "ladp ε=3"]
+    # The baseline's references train like it, as "auto" does for the defended and DP ones.
+    assert 'evaluate.reference_recipe="target"' in methods(options)[0].settings
     dpsgd = methods(options)[2]
     assert 'train-dpsgd.per_example="privcomp"' in dpsgd.settings  # Opacus fails on resnet18
     assert not any("per_example" in s for s in methods(options)[3].settings)  # LADP's own

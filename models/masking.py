@@ -59,6 +59,10 @@ class TrustMasked(nn.Module):
         self.index_x.copy_(x.reshape(len(x), -1))
         self.index_y.copy_(y)
 
+    def trainable(self) -> nn.Module:
+        """A fine-tune trains the base; the index and the threshold stay as calibrated."""
+        return self.base
+
     def output_layers(self) -> list[nn.Module]:
         """Pruning keeps the base's classifier whole (its outputs are the classes)."""
         return [classifier_of(self.base)]

@@ -55,6 +55,13 @@ def output_layers(model: nn.Module) -> list[nn.Module]:
     return [classifier_of(model)]
 
 
+def trainable_part(model: nn.Module) -> nn.Module:
+    """What a fine-tune trains: the model, or the part a composite names in its `trainable()`
+    (a masked model's base: its mask is an output transform, not something to fit)."""
+    part = getattr(model, "trainable", None)
+    return part() if callable(part) else model
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

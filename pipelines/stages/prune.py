@@ -11,6 +11,7 @@ from torch import nn
 from compress.prune import DATA_DRIVEN, AfterStep, PruneSettings, prune
 from models.io import model_bytes
 from models.training import fit
+from models.zoo import trainable_part
 from pipelines.artifacts import MODEL
 from pipelines.compressing import RECORD_KEY, prune_data, prune_record, save_record
 from pipelines.context import RunContext
@@ -119,7 +120,7 @@ class Prune(Stage[PruneStageSettings]):
         def after_step(model: nn.Module, step: int, steps: int) -> None:
             with ctx.reporter.task(f"prune: DP fine-tune {step + 1}/{steps}") as progress:
                 result = train_ladp(
-                    model,
+                    trainable_part(model),
                     x,
                     y,
                     config=config,
@@ -145,7 +146,7 @@ class Prune(Stage[PruneStageSettings]):
         def after_step(model: nn.Module, step: int, steps: int) -> None:
             with ctx.reporter.task(f"prune: public fine-tune {step + 1}/{steps}") as progress:
                 fit(
-                    model,
+                    trainable_part(model),
                     x,
                     y,
                     epochs=int(self.config.finetune_epochs),

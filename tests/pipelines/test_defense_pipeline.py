@@ -41,7 +41,8 @@ MASKED = [
 def masked_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Config]:
     config = load_config(None, MASKED)
     run_dir = tmp_path_factory.mktemp("defended") / "run"
-    summary = run_pipeline(["train", "export"], config=config, run_dir=run_dir, reporter=Reporter())
+    stages = ["train", "prune", "export"]
+    summary = run_pipeline(stages, config=config, run_dir=run_dir, reporter=Reporter())
     return run_dir, summary, config
 
 
@@ -80,7 +81,7 @@ def test_the_references_are_trained_with_the_same_defense(
 
 def test_the_mask_travels_into_the_onnx_file(masked_run: tuple[Path, dict, Config]) -> None:
     run_dir, _, config = masked_run
-    onnx_path = next((run_dir / "02-export").glob("*.onnx"))
+    onnx_path = next((run_dir / "03-export").glob("*.onnx"))
     meta = {p.key: json.loads(p.value) for p in onnx.load(str(onnx_path)).metadata_props}
     assert meta["privcomp.defense"] == "trust-score-masking"
     assert meta["privcomp.release"] == "masked-scores"
@@ -89,8 +90,19 @@ def test_the_mask_travels_into_the_onnx_file(masked_run: tuple[Path, dict, Confi
     probs = _softmax(OnnxTarget(onnx_path).predict_logits(data.x[:200]))
     one_hot = np.isclose(probs.max(axis=1), 1.0, atol=1e-6)
     assert 0 < one_hot.sum() < len(probs)  # some answers masked, not all
-    model, _ = load_model(run_dir / "01-train")
-    assert type(model).__name__ == "TrustMasked"
+    for stage in ("01-train", "02-prune"):
+        model, _ = load_model(run_dir / stage)
+        assert type(model).__name__ == "TrustMasked"
+
+
+def test_pruning_fine_tunes_the_base_of_a_masked_model(
+    masked_run: tuple[Path, dict, Config],
+) -> None:
+    """The public fine-tune trains the base, not through the mask (which has no gradient on
+    masked answers): the pruned model keeps most of its accuracy."""
+    _, summary, _ = masked_run
+    accuracy = {row["name"]: row["utility"]["test_accuracy"] for row in summary["stages"]}
+    assert accuracy["prune"] > 0.6 and accuracy["prune"] > accuracy["train"] - 0.3
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from typing import Any
 from pipelines.errors import PrivcompError
 from pipelines.executors import Executor, LocalExecutor, make_executor
 from pipelines.progress import Reporter
-from pipelines.rundir import read_json
+from pipelines.rundir import read_json, stage_dir_name
 from privacy.defenses import DEFENSES
 
 SCHEMA_VERSION = 1
@@ -173,7 +173,7 @@ def run_method(job: MethodJob) -> dict[str, Any]:
             line = str(exc).splitlines()[0] if str(exc) else ""
             kind = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
             return {"method": asdict(job.method), "error": kind + line}
-    metrics = read_json(run_dir / f"01-{job.method.stage}" / "metrics.json")
+    metrics = read_json(run_dir / stage_dir_name(1, job.method.stage) / "metrics.json")
     return {
         "method": asdict(job.method),
         "summary": summary,

@@ -1,0 +1,75 @@
+"""The DP-bound consistency check: a ROC above TPR = e^ε·FPR + δ beyond its corrected
+intervals is flagged; an honest one is not."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from attacks.consistency import bound_violations, clopper_pearson_lower
+from attacks.metrics import clopper_pearson_upper, roc_of
+
+N = 500
+
+
+def _roc(separation: float, seed: int = 0):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    return roc_of(rng.normal(separation, 1.0, N), rng.normal(0.0, 1.0, N))
+
+
+def test_a_roc_far_above_the_dp_bound_is_flagged() -> None:
+    found = bound_violations(
+        {"perfect": _roc(6.0)}, n_members=N, n_nonmembers=N, epsilon=1.0, delta=1e-5
+    )
+    assert found and found[0].attack == "perfect"
+    worst = found[0]
+    assert worst.tpr_lower > worst.bound_upper
+    assert "exceeds e^ε·FPR + δ" in worst.line()
+
+
+def test_an_attack_at_chance_is_consistent_even_with_a_tight_epsilon() -> None:
+    rocs = {f"noise-{i}": _roc(0.0, seed=i) for i in range(9)}
+    assert bound_violations(rocs, n_members=N, n_nonmembers=N, epsilon=0.1, delta=1e-5) == []
+
+
+def test_a_roc_that_keeps_to_its_epsilon_is_not_flagged() -> None:
+    """Scores of a test exactly at the bound of ε = 1 (Gaussian mechanism-like separation) stay
+    consistent with ε = 1 but not with ε = 0.01."""
+    roc = {"lira": _roc(1.5)}
+    loose = bound_violations(roc, n_members=N, n_nonmembers=N, epsilon=4.0, delta=1e-5)
+    tight = bound_violations(roc, n_members=N, n_nonmembers=N, epsilon=0.01, delta=1e-5)
+    assert loose == [] and tight
+
+
+def test_the_correction_widens_with_the_family() -> None:
+    """Bonferroni over the family: the same ROC, tested among 50 attacks, is flagged only up to
+    a smaller ε than when it is tested alone."""
+
+    def largest_flagged_epsilon(copies: int) -> float:
+        rocs = {f"a{i}": _roc(1.2) for i in range(copies)}
+        flagged = [
+            eps
+            for eps in np.linspace(0.0, 3.0, 61)
+            if bound_violations(rocs, n_members=N, n_nonmembers=N, epsilon=eps, delta=0.0)
+        ]
+        return max(flagged, default=-1.0)
+
+    alone, crowd = largest_flagged_epsilon(1), largest_flagged_epsilon(50)
+    assert alone > 0 and crowd < alone
+
+
+def test_clopper_pearson_bounds_bracket_the_rate() -> None:
+    for count in (0, 1, 25, 499, 500):
+        lo = clopper_pearson_lower(count, 500, confidence=0.99)
+        hi = clopper_pearson_upper(count, 500, confidence=0.99)
+        assert 0 <= lo <= count / 500 <= hi <= 1
+    assert clopper_pearson_lower(250, 500, confidence=0.975) == pytest.approx(0.455, abs=0.01)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        bound_violations({}, n_members=N, n_nonmembers=N, epsilon=math.inf, delta=0.0)
+    with pytest.raises(ValueError, match="member"):
+        bound_violations({}, n_members=0, n_nonmembers=N, epsilon=1.0, delta=0.0)

@@ -95,14 +95,13 @@ class Train(Stage[TrainSettings]):
             "train_accuracy": accuracy(predict_logits(model, x), y),
             "cost": cost.to_dict(),
         }
-        if defense is None:
-            return StageResult({MODEL: ctx.stage_dir}, NOT_PRIVATE, metrics)
-        metrics["defense"] = {
-            "name": defense.name,
-            "release": defense.release,
-            "settings": defense.settings(),
-        }
-        return StageResult({MODEL: ctx.stage_dir}, defended_spend(defense), metrics)
+        if defense is not None:
+            metrics["defense"] = {
+                "name": defense.name,
+                "release": defense.release,
+                "settings": defense.settings(),
+            }
+        return StageResult({MODEL: ctx.stage_dir}, self.planned_spend(ctx), metrics)
 
 
 class _DPTraining(Stage[DPTrainingSettings]):

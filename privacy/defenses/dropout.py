@@ -12,12 +12,9 @@ import inspect
 from dataclasses import dataclass
 from typing import ClassVar
 
-from torch import nn
-
-from models.training import ProgressFn
 from models.zoo import MODELS
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
-from privacy.defenses.fitting import build, train
+from privacy.defenses.base import Arch, knob, register_defense
+from privacy.defenses.fitting import PlainDefense
 
 
 def _with_dropout() -> list[str]:
@@ -26,7 +23,7 @@ def _with_dropout() -> list[str]:
 
 
 @dataclass(frozen=True)
-class DropoutDefense(Defense):
+class DropoutDefense(PlainDefense):
     rate: float = knob(0.5, "dropout rate before the classifier layers")
 
     name: ClassVar[str] = "dropout"
@@ -45,19 +42,6 @@ class DropoutDefense(Defense):
             known = ", ".join(_with_dropout())
             raise ValueError(f"model '{arch['name']}' has no dropout setting (those with: {known})")
         return {"name": arch["name"], "kwargs": {**arch["kwargs"], "dropout": self.rate}}
-
-    def train(
-        self,
-        arch: Arch,
-        members: Data,
-        *,
-        public: Data,
-        plan: TrainingPlan,
-        seed: int,
-        progress: ProgressFn | None = None,
-    ) -> nn.Module:
-        model = build(self.released_arch(arch), seed=seed)
-        return train(model, *members, plan=plan, seed=seed, progress=progress)
 
 
 register_defense(DropoutDefense)

@@ -1,9 +1,11 @@
 """What the defenses share: building the architecture they are given, training it with the plan's
-Adam, sub-seeds for their several random choices, and one progress bar over several trainings."""
+Adam (PlainDefense: a defense that is only that, with another plan or loss), sub-seeds for their
+several random choices, and one progress bar over several trainings."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch.nn.functional as F
@@ -11,7 +13,7 @@ from torch import nn
 
 from models.training import LossFn, ProgressFn, fit
 from models.zoo import seeded_model
-from privacy.defenses.base import Arch, TrainingPlan
+from privacy.defenses.base import Arch, Data, Defense, TrainingPlan
 from privacy.randomness import child_seed
 
 
@@ -72,3 +74,35 @@ def stage_progress(
         return lambda done, _: report(offset + done, total)
 
     return [at(int(offset)) for offset in offsets]
+
+
+@dataclass(frozen=True)
+class PlainDefense(Defense):
+    """A defense that trains one model of its released architecture with the plan's Adam, only
+    changing the plan (`adjusted`) or the loss (`loss_fn`)."""
+
+    def adjusted(self, plan: TrainingPlan) -> TrainingPlan:
+        return plan
+
+    def loss_fn(self) -> LossFn:
+        return F.cross_entropy
+
+    def train(
+        self,
+        arch: Arch,
+        members: Data,
+        *,
+        public: Data,
+        plan: TrainingPlan,
+        seed: int,
+        progress: ProgressFn | None = None,
+    ) -> nn.Module:
+        model = build(self.released_arch(arch), seed=seed)
+        return train(
+            model,
+            *members,
+            plan=self.adjusted(plan),
+            seed=seed,
+            progress=progress,
+            loss_fn=self.loss_fn(),
+        )

@@ -13,15 +13,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from torch import nn
-
-from models.training import ProgressFn
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
-from privacy.defenses.fitting import build, train
+from privacy.defenses.base import TrainingPlan, knob, register_defense
+from privacy.defenses.fitting import PlainDefense
 
 
 @dataclass(frozen=True)
-class L2Defense(Defense):
+class L2Defense(PlainDefense):
     weight: float = knob(0.01, "λ: Adam's coupled L2 penalty (added to train.weight_decay)")
 
     name: ClassVar[str] = "l2"
@@ -35,18 +32,8 @@ class L2Defense(Defense):
         if not 0 <= self.weight < math.inf:
             raise ValueError(f"l2 weight must be finite and >= 0, got {self.weight}")
 
-    def train(
-        self,
-        arch: Arch,
-        members: Data,
-        *,
-        public: Data,
-        plan: TrainingPlan,
-        seed: int,
-        progress: ProgressFn | None = None,
-    ) -> nn.Module:
-        penalised = replace(plan, weight_decay=plan.weight_decay + self.weight)
-        return train(build(arch, seed=seed), *members, plan=penalised, seed=seed, progress=progress)
+    def adjusted(self, plan: TrainingPlan) -> TrainingPlan:
+        return replace(plan, weight_decay=plan.weight_decay + self.weight)
 
 
 register_defense(L2Defense)

@@ -13,15 +13,14 @@ from functools import partial
 from typing import ClassVar
 
 import torch.nn.functional as F
-from torch import nn
 
-from models.training import LossFn, ProgressFn
-from privacy.defenses.base import Arch, Data, Defense, TrainingPlan, knob, register_defense
-from privacy.defenses.fitting import build, train
+from models.training import LossFn
+from privacy.defenses.base import knob, register_defense
+from privacy.defenses.fitting import PlainDefense
 
 
 @dataclass(frozen=True)
-class LabelSmoothingDefense(Defense):
+class LabelSmoothingDefense(PlainDefense):
     smoothing: float = knob(0.1, "label smoothing of the cross-entropy targets")
 
     name: ClassVar[str] = "label-smoothing"
@@ -39,21 +38,6 @@ class LabelSmoothingDefense(Defense):
     def loss_fn(self) -> LossFn:
         """Cross-entropy against the smoothed targets."""
         return partial(F.cross_entropy, label_smoothing=self.smoothing)
-
-    def train(
-        self,
-        arch: Arch,
-        members: Data,
-        *,
-        public: Data,
-        plan: TrainingPlan,
-        seed: int,
-        progress: ProgressFn | None = None,
-    ) -> nn.Module:
-        model = build(arch, seed=seed)
-        return train(
-            model, *members, plan=plan, seed=seed, progress=progress, loss_fn=self.loss_fn()
-        )
 
 
 register_defense(LabelSmoothingDefense)

@@ -9,6 +9,9 @@ run × each FPR of FPR_GRID (the operating point of largest TPR at FPR <= the gr
 the family's K tests compares a Clopper–Pearson lower bound on TPR with e^ε times an upper bound
 on FPR plus δ, each bound at confidence 1 - α / (2K) (Bonferroni over the tests and their two
 bounds), so that a mechanism that keeps its promise is flagged anywhere with probability <= α.
+The strongest attack a report headlines is picked from the same family, and its TPR interval is
+corrected the same way (`strongest_attack`).
+
 The operating point is chosen on the same scores it is tested on, which this correction does not
 cover exactly; reading the FPR at its grid value (as downsampled ROC curves store it) errs on the
 side of not flagging.
@@ -17,15 +20,15 @@ side of not flagging.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from scipy.stats import beta
 
-from attacks.metrics import RocCurve, clopper_pearson_upper
+from attacks.metrics import ANCHOR_FPRS, RocCurve, clopper_pearson_upper
 
-FPR_GRID = (0.001, 0.01, 0.1, 0.5)
+FPR_GRID = ANCHOR_FPRS  # stored ROC curves keep these points exactly
 ALPHA = 0.05
 
 
@@ -73,17 +76,86 @@ def bound_violations(
     tests = max(1, len(rocs) * len(fpr_grid))
     confidence = 1.0 - alpha / (2 * tests)
     found = []
+    for attack, point, fpr, tpr in _family(rocs, fpr_grid):
+        tp, fp = round(tpr * n_members), round(fpr * n_nonmembers)
+        tpr_lower = clopper_pearson_lower(tp, n_members, confidence=confidence)
+        fpr_upper = clopper_pearson_upper(fp, n_nonmembers, confidence=confidence)
+        bound = math.exp(epsilon) * fpr_upper + delta
+        if tpr_lower > bound:
+            found.append(Violation(attack, point, fpr, tpr, tpr_lower, bound))
+    return found
+
+
+def _family(
+    rocs: Mapping[str, RocCurve], fpr_grid: tuple[float, ...]
+) -> Iterator[tuple[str, float, float, float]]:
+    """(attack, grid FPR, operating point's FPR, its TPR): the operating point of largest TPR at
+    FPR <= each grid value, for every attack."""
     for attack, roc in rocs.items():
         for point in fpr_grid:
             ok = roc.fpr <= point + 1e-12
             if not ok.any():
                 continue
             best = int(roc.tpr.argmax() if ok.all() else (roc.tpr * ok).argmax())
-            fpr, tpr = float(roc.fpr[best]), float(roc.tpr[best])
-            tp, fp = round(tpr * n_members), round(fpr * n_nonmembers)
-            tpr_lower = clopper_pearson_lower(tp, n_members, confidence=confidence)
-            fpr_upper = clopper_pearson_upper(fp, n_nonmembers, confidence=confidence)
-            bound = math.exp(epsilon) * fpr_upper + delta
-            if tpr_lower > bound:
-                found.append(Violation(attack, point, fpr, tpr, tpr_lower, bound))
-    return found
+            yield attack, point, float(roc.fpr[best]), float(roc.tpr[best])
+
+
+@dataclass(frozen=True)
+class Strongest:
+    """The attack of largest TPR at one FPR of the family, with a TPR interval corrected for
+    having picked it out of the family (Bonferroni over attacks × grid, two-sided)."""
+
+    attack: str
+    fpr_point: float  # the grid value
+    fpr: float  # the operating point's empirical FPR, and its corrected upper bound
+    fpr_upper: float
+    tpr: float
+    tpr_lower: float
+    tpr_upper: float
+    tests: int  # the family's size the intervals are corrected for
+
+    @property
+    def beats_chance(self) -> bool:
+        """Whether the corrected TPR lower bound exceeds the FPR's upper bound: a guess has TPR =
+        FPR, so this is the consistency test against ε = 0."""
+        return self.tpr_lower > self.fpr_upper
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "beats_chance": self.beats_chance}
+
+
+def strongest_attack(
+    rocs: Mapping[str, RocCurve],
+    *,
+    n_members: int,
+    n_nonmembers: int,
+    fpr_point: float,
+    alpha: float = ALPHA,
+    fpr_grid: tuple[float, ...] = FPR_GRID,
+) -> Strongest | None:
+    """The strongest attack at `fpr_point` (one of fpr_grid). The maximum of many noisy TPRs is
+    biased upwards: its interval is the Clopper–Pearson one at confidence 1 - α / (2K) for the
+    family's K tests, so that all K intervals hold at once with probability >= 1 - α and the one
+    picked is covered whichever it is. A model that leaks nothing then reads as 'within chance'
+    instead of slightly leaky by selection."""
+    if fpr_point not in fpr_grid:
+        raise ValueError(f"FPR {fpr_point} is not in the family's grid {fpr_grid}")
+    if n_members < 1 or n_nonmembers < 1:
+        raise ValueError("need at least one member and one non-member")
+    at_point = [(a, f, t) for a, point, f, t in _family(rocs, fpr_grid) if point == fpr_point]
+    if not at_point:
+        return None
+    attack, fpr, tpr = max(at_point, key=lambda item: item[2])
+    tests = len(rocs) * len(fpr_grid)
+    confidence = 1.0 - alpha / (2 * tests)
+    tp, fp = round(tpr * n_members), round(fpr * n_nonmembers)
+    return Strongest(
+        attack=attack,
+        fpr_point=fpr_point,
+        fpr=fpr,
+        fpr_upper=clopper_pearson_upper(fp, n_nonmembers, confidence=confidence),
+        tpr=tpr,
+        tpr_lower=clopper_pearson_lower(tp, n_members, confidence=confidence),
+        tpr_upper=clopper_pearson_upper(tp, n_members, confidence=confidence),
+        tests=tests,
+    )

@@ -18,6 +18,9 @@ from sklearn.metrics import classification_report, roc_curve
 # One-sided confidence of each of the two Clopper-Pearson bounds (FPR and FNR) in the ε lower
 # bound: 0.975 each, so that both hold together with probability >= 95% (union bound).
 CP_CONFIDENCE = 0.975
+# FPRs every stored ROC keeps exactly (the headline TPRs and attacks.consistency's family read
+# them), besides its log-spaced points.
+ANCHOR_FPRS = (0.001, 0.01, 0.1, 0.5)
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,12 @@ class RocCurve:
         return float(self.tpr[ok].max()) if ok.any() else 0.0
 
     def downsample(self, points: int) -> RocCurve:
-        """Log-spaced FPR grid (for log-log plots); TPR is the best one at or below each FPR."""
+        """Log-spaced FPR grid (for log-log plots) and the ANCHOR_FPRS; TPR is the best one at or
+        below each FPR, so the stored TPR at 1% FPR is the one the metrics report."""
         positive = self.fpr[self.fpr > 0]
         low = float(positive.min()) if positive.size else 1.0
-        grid = np.unique(np.concatenate([[0.0], np.geomspace(low, 1.0, max(points - 1, 1))]))
+        spaced = np.geomspace(low, 1.0, max(points - 1, 1))
+        grid = np.unique(np.concatenate([[0.0], spaced, ANCHOR_FPRS]))
         tpr = np.array([self.tpr_at(float(g)) for g in grid])
         return RocCurve(fpr=grid, tpr=tpr)
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from attacks.consistency import bound_violations, clopper_pearson_lower
+from attacks.consistency import FPR_GRID, bound_violations, clopper_pearson_lower, strongest_attack
 from attacks.metrics import clopper_pearson_upper, roc_of
 
 N = 500
@@ -73,3 +73,34 @@ def test_bad_arguments_are_refused() -> None:
         bound_violations({}, n_members=N, n_nonmembers=N, epsilon=math.inf, delta=0.0)
     with pytest.raises(ValueError, match="member"):
         bound_violations({}, n_members=0, n_nonmembers=N, epsilon=1.0, delta=0.0)
+
+
+def test_the_strongest_of_many_chance_attacks_is_within_chance_once_corrected() -> None:
+    """Nine attacks that know nothing: the largest TPR at 1% FPR is above 1% by selection alone
+    (what an uncorrected maximum shows), and the corrected intervals still contain chance; the
+    interval of the same attack tested alone is narrower."""
+    above_by_selection = 0
+    for seed in range(20):
+        rocs = {f"noise-{i}": _roc(0.0, seed=100 * seed + i) for i in range(9)}
+        best = strongest_attack(rocs, n_members=N, n_nonmembers=N, fpr_point=0.01)
+        assert best is not None and best.tests == 9 * len(FPR_GRID)
+        assert not best.beats_chance, best
+        alone = strongest_attack(
+            {best.attack: rocs[best.attack]},
+            n_members=N,
+            n_nonmembers=N,
+            fpr_point=0.01,
+            fpr_grid=(0.01,),
+        )
+        assert alone is not None and alone.tpr_lower >= best.tpr_lower
+        above_by_selection += best.tpr > 0.01
+    assert above_by_selection >= 15
+
+
+def test_a_real_attack_beats_chance_after_correction() -> None:
+    rocs = {"lira": _roc(2.5), **{f"noise-{i}": _roc(0.0, seed=i) for i in range(8)}}
+    best = strongest_attack(rocs, n_members=N, n_nonmembers=N, fpr_point=0.01)
+    assert best is not None and best.attack == "lira" and best.beats_chance
+    assert best.tpr_lower <= best.tpr <= best.tpr_upper
+    with pytest.raises(ValueError, match="grid"):
+        strongest_attack(rocs, n_members=N, n_nonmembers=N, fpr_point=0.02)

@@ -114,7 +114,7 @@ def run(
         typer.Option(help="Train with a membership-inference defense ([defense.NAME]; not DP)"),
     ] = None,
 ) -> None:
-    """Run stages in order; write the run directory and print the summary table."""
+    """Run stages in order; write the run directory and its report; print the summary table."""
 
     def action() -> None:
         from rich.console import Console
@@ -123,6 +123,7 @@ def run(
         from pipelines.config import load_config, with_run_settings
         from pipelines.errors import PrivcompError
         from pipelines.progress import Reporter
+        from pipelines.report import write_report
         from pipelines.runner import run_pipeline
         from pipelines.table import summary_table
 
@@ -139,6 +140,9 @@ def run(
         stdout = Console()  # the table is the command's output; progress went to stderr
         stdout.print(summary_table(summary))
         stdout.print(f"summary: {escape(str(directory / 'summary.json'))}", highlight=False)
+        with reporter.task("writing the report"):
+            page = write_report([directory])
+        stdout.print(f"report: {escape(str(page))} (and report.md beside it)", highlight=False)
 
     _guarded(action)
 
@@ -148,6 +152,24 @@ def _default_run_dir(stages: list[str], cfg: Config) -> Path:
 
     digest = hashlib.sha256((" ".join(stages) + to_toml(cfg)).encode()).hexdigest()[:8]
     return Path("runs") / f"{cfg.run.dataset}-{cfg.run.model}-{digest}"
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One run dir, or several to compare")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Report folder (default: the run dir; several: runs/report-<id>)"),
+    ] = None,
+) -> None:
+    """Write report.html (self-contained), report.md and report.json for run dirs."""
+
+    def action() -> None:
+        from pipelines.report import write_report
+
+        print(f"report: {write_report(run_dirs, out)}")
+
+    _guarded(action)
 
 
 @app.command("config")

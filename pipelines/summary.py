@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.context import RunContext
+from pipelines.findings import findings, headline
 from privacy.randomness import noise_description
 
 SUMMARY_FIELDS = ("utility", "size", "attacks")
@@ -45,11 +46,15 @@ def artifact_row(ctx: RunContext, stage: str, seconds: float | None, digest: str
 
 
 def with_measurements(ctx: RunContext, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each row with its artifact's measurement as the store holds it at the end of the run."""
+    """Each row with its artifact's measurement as the store holds it at the end of the run,
+    and its strongest attack at 1% FPR with the interval corrected for picking it."""
     filled = []
     for row in rows:
         measured = ctx.measurements.get(row["artifact_hash"])
         assert measured is not None, "every artifact is measured after the stage that made it"
         data = measured.to_json()
-        filled.append({**row, **{k: data[k] for k in SUMMARY_FIELDS}})
+        privacy = row["privacy"]
+        found = findings(data["attacks"], data["roc"], privacy["epsilon"], privacy["delta"])
+        strongest = headline(found)
+        filled.append({**row, **{k: data[k] for k in SUMMARY_FIELDS}, "strongest": strongest})
     return filled

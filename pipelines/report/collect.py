@@ -17,21 +17,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from attacks.consistency import FPR_GRID, bound_violations, strongest_attack
-from attacks.metrics import RocCurve
 from pipelines.errors import PrivcompError
+from pipelines.findings import findings, headline
 from pipelines.pareto import pareto_front
 from pipelines.rundir import read_json, sha256_of
 
 SCHEMA_VERSION = 1
-HEADLINE_FPR = 0.01  # attack power in tables and sweeps: TPR at 1% FPR (0.1% is noise at n=500)
 CARD = "PRIVACY.md"
 REPORT_FILES = ("report.html", "report.md", "report.json")
 FIGURE_DIR = "report-figures"
 SKIPPED = {".lock", *REPORT_FILES}
-CANARIES = "canaries"
 
 
 def _read(run_dir: Path, name: str) -> Any:
@@ -72,56 +67,6 @@ def _latency(stage_metrics: dict[str, Any]) -> dict[str, float] | None:
     return {str(b): float(ms) for b, ms in chosen.items()} if chosen else None
 
 
-def _roc(curve: dict[str, Any]) -> RocCurve:
-    return RocCurve(fpr=np.asarray(curve["fpr"], float), tpr=np.asarray(curve["tpr"], float))
-
-
-def _population(attacks: dict[str, Any], roc: dict[str, Any], canaries: bool) -> dict[str, Any]:
-    """ROC curves and sample sizes of one population (the pair, or the canaries alone)."""
-    rocs, sizes = {}, set()
-    for name, metrics in attacks.items():
-        source = metrics.get(CANARIES) if canaries else metrics
-        curve = roc.get(name, {}).get(CANARIES) if canaries else roc.get(name)
-        if source and curve:
-            rocs[name] = _roc(curve)
-            sizes.add((int(source["n_members"]), int(source["n_nonmembers"])))
-    if len(sizes) > 1:
-        raise PrivcompError(f"attacks of one artifact were measured on different pairs: {sizes}")
-    n_members, n_nonmembers = sizes.pop() if sizes else (0, 0)
-    return {"rocs": rocs, "n_members": n_members, "n_nonmembers": n_nonmembers}
-
-
-def _findings(
-    attacks: dict[str, Any], roc: dict[str, Any], epsilon: float | None, delta: float | None
-) -> dict[str, Any]:
-    """The strongest attack per FPR of the family and the DP-bound check, on the evaluation
-    pair and (when the run has canaries) on the canaries, each its own family."""
-    out: dict[str, Any] = {}
-    for population in ("population", CANARIES):
-        found = _population(attacks, roc, canaries=population == CANARIES)
-        if not found["rocs"]:
-            continue
-        sizes = {"n_members": found["n_members"], "n_nonmembers": found["n_nonmembers"]}
-        strongest = {
-            str(point): s.to_dict()
-            for point in FPR_GRID
-            if (s := strongest_attack(found["rocs"], fpr_point=point, **sizes)) is not None
-        }
-        private = epsilon is not None and math.isfinite(epsilon)
-        violations = (
-            bound_violations(found["rocs"], epsilon=epsilon, delta=delta or 0.0, **sizes)
-            if private and epsilon is not None
-            else []
-        )
-        out[population] = {
-            **sizes,
-            "strongest": strongest,
-            "consistency": "checked" if private else "not private (no bound to check)",
-            "violations": [v.to_dict() | {"line": v.line()} for v in violations],
-        }
-    return out
-
-
 def _rows(
     summary: dict[str, Any], measured: dict[str, dict[str, Any]], noise: str
 ) -> list[dict[str, Any]]:
@@ -154,7 +99,7 @@ def _rows(
             "latency_ms": _latency(stage_metrics),
             "attacks": attacks,
             "roc": roc,
-            "findings": _findings(attacks, roc, privacy.get("epsilon"), privacy.get("delta")),
+            "findings": findings(attacks, roc, privacy.get("epsilon"), privacy.get("delta")),
         }
         by_hash[digest] = row
         rows.append(row)
@@ -249,8 +194,8 @@ def violations(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Every DP-bound violation of a run, with the artifact and population it was found on."""
     found = []
     for row in report["rows"]:
-        for population, findings in row["findings"].items():
-            for v in findings["violations"]:
+        for population, found_on in row["findings"].items():
+            for v in found_on["violations"]:
                 found.append({"artifact": row["artifact"], "population": population, **v})
     return found
 
@@ -276,8 +221,7 @@ def distinguishing_settings(configs: list[dict[str, Any]]) -> list[dict[str, Any
 
 def attack_power(row: dict[str, Any]) -> dict[str, Any] | None:
     """The strongest attack at the headline FPR and its corrected interval (None: no attack)."""
-    population = row["findings"].get("population")
-    return population["strongest"].get(str(HEADLINE_FPR)) if population else None
+    return headline(row["findings"])
 
 
 def cross_run_points(

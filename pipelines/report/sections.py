@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from attacks.consistency import ALPHA, FPR_GRID
-from pipelines.report.collect import HEADLINE_FPR, attack_power, violations
+from pipelines.findings import HEADLINE_FPR
+from pipelines.report.collect import attack_power, violations
 from pipelines.report.document import (
     Block,
     Code,

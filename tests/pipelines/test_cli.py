@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+import pipelines.report
 import pipelines.runner
 from pipelines.cli import app
 from pipelines.config import load_config, with_run_settings
@@ -64,6 +65,7 @@ def fake_summary(**run: Any) -> dict[str, Any]:
             "lira": {"auc": 0.61234, "tpr_at_0_1pct_fpr": 0.01234},
             "loss": {"auc": 0.55, "tpr_at_0_1pct_fpr": 0.0456},
         },
+        "strongest": {"attack": "loss", "tpr": 0.04567, "tpr_lower": 0.0123, "tpr_upper": 0.1},
     }
     info = {"dataset": "mnist5k", "model": "resnet18", "seed": 0, **run}
     return {"run": info, "stages": [stage, {**stage, "name": "quantize"}]}
@@ -79,6 +81,7 @@ def test_seed_and_evaluate_reach_the_runner_as_typed_values(
         return fake_summary()
 
     monkeypatch.setattr(pipelines.runner, "run_pipeline", run_pipeline)
+    monkeypatch.setattr(pipelines.report, "write_report", lambda dirs: dirs[0] / "report.html")
     args = ["run", "train", "--seed", "7", "--evaluate", "last", "--run-dir", str(tmp_path)]
     result = CliRunner().invoke(app, [*args, "--set", "run.seed=3"])
     assert result.exit_code == 0, result.output
@@ -136,6 +139,7 @@ def test_the_summary_table_never_cuts_a_number(width: int) -> None:
     assert "…" not in shown
     cells = [cell for entry in summary["stages"] for cell in summary_row(entry)]
     assert "11.2M" in cells and "44.7 MB" in cells and "3" in cells  # ε 2.9949 rounded up
+    assert "0.046 [0.012, 0.100]" in cells
     if width >= 80:  # every row on one line
         for entry in summary["stages"]:
             assert " ".join(summary_row(entry)) in " ".join(shown.split())

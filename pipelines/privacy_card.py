@@ -233,7 +233,11 @@ def _quantize_description(record: dict[str, Any], spend_kind: str) -> tuple[str,
     if calibration != "none":
         samples = f"{data.get('calibration_samples')} {calibration} examples"
         chosen = mode == "static" or asked == "static"
-        text += f", calibrated on {samples}" if chosen else f" (static, not kept, read {samples})"
+        text += (
+            f", calibrated on {samples}"
+            if chosen
+            else f"; its static candidate (not kept) calibrated on {samples}"
+        )
         if calibration == "public":
             public.append("int8 calibration")
     if spend_kind == "none":

@@ -254,3 +254,13 @@ def test_the_attack_plan_follows_the_runner(
         ],
     )
     assert _attack_plan(config, plan(stages, config)) == expected
+
+
+def test_the_card_renders_a_search_and_a_larger_run_total(dp_run: Path) -> None:
+    facts = read_card_facts(dp_run / "03-quantize")
+    assert facts.epsilon is not None
+    more = replace(facts, searched=["train-ladp"], total_epsilon=facts.epsilon + 2.5)
+    text = privacy_card_markdown(more)
+    assert "the private search of train-ladp is inside it" in text
+    assert f"the members' total so far is ε = {format_epsilon(facts.epsilon + 2.5)}" in text
+    assert "members' total" not in privacy_card_markdown(facts)

@@ -225,6 +225,7 @@ def inspect(
 
         from models.onnx_io import read_metadata
         from pipelines.errors import PrivcompError
+        from pipelines.privacy_card import CARD_FILE
 
         if not path.is_file():
             raise PrivcompError(f"no such file: {path}")
@@ -238,6 +239,9 @@ def inspect(
             table.add_row("-", "no metadata: not written by privcomp")
         console = Console()
         console.print(table)
+        card = path.parent / CARD_FILE
+        if card.is_file():
+            console.print(f"privacy card: {escape(str(card))}", highlight=False)
         for line in inspect_warnings(metadata):
             console.print(f"[bold red]warning:[/bold red] {escape(line)}", highlight=False)
 

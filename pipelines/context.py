@@ -43,6 +43,9 @@ class RunContext:
     measurements: MeasurementStore = field(default_factory=MeasurementStore)
     ledger: Ledger = field(default_factory=Ledger)  # the spends so far (the runner's)
     planned: Spend | None = None  # the current stage's admitted plan (the runner's)
+    # The attacks the runner will measure on the current stage's output (names, from the
+    # configuration, before they are fitted to what the artifact releases; the runner's).
+    attacks_planned: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Every stage, the references and the attacks see the canaries' wrong labels.

@@ -30,6 +30,7 @@ from pipelines.artifacts import (
     artifact_params,
     open_target,
 )
+from pipelines.config import Config
 from pipelines.context import DP_TRAINING_STAGES, TRAINING_STAGES, RunContext
 from pipelines.errors import PrivcompError
 from pipelines.executors import Executor, make_executor
@@ -43,7 +44,7 @@ from pipelines.settings.training import DPTrainingSettings
 TIMING = "timing.json"
 ROC_POINTS = 100  # log-spaced points of each ROC curve kept in metrics.json
 
-__all__ = ["measure", "measure_latest", "reference_set"]
+__all__ = ["measure", "measure_latest", "reference_set", "wanted_attacks"]
 
 
 def measure_latest(ctx: RunContext, *, final: bool, audit: Sequence[str] = ()) -> Measurement:
@@ -57,10 +58,16 @@ def measure_latest(ctx: RunContext, *, final: bool, audit: Sequence[str] = ()) -
         earlier = Measurement.from_json(read_json(on_disk))
         if earlier is not None and earlier.artifact == artifact_hash(ctx.latest, path):
             ctx.measurements.put(earlier)
-    mode = ctx.config.run.evaluate
+    wanted = wanted_attacks(ctx.config, final=final, audit=audit)
+    return measure(ctx, ctx.latest, path, attacks=wanted)
+
+
+def wanted_attacks(config: Config, *, final: bool, audit: Sequence[str] = ()) -> list[str]:
+    """The attacks measure_latest asks for after a stage (before attacks_for_release fits them
+    to what the artifact releases): evaluate.attacks per run.evaluate, then the stage's audit."""
+    mode = config.run.evaluate
     attacked = mode == "each" or (final and mode == "last")
-    wanted = [*(ctx.config.evaluate.attacks if attacked else []), *audit]
-    return measure(ctx, ctx.latest, path, attacks=list(dict.fromkeys(wanted)))
+    return list(dict.fromkeys([*(config.evaluate.attacks if attacked else []), *audit]))
 
 
 def measure(ctx: RunContext, name: str, path: Path, *, attacks: list[str]) -> Measurement:

@@ -20,7 +20,7 @@ from pipelines.config import Config, to_toml
 from pipelines.context import RunContext
 from pipelines.data import Splits, load_dataset, make_splits
 from pipelines.errors import PrivcompError
-from pipelines.evaluation import measure_latest
+from pipelines.evaluation import measure_latest, wanted_attacks
 from pipelines.ledger import Budget, Ledger
 from pipelines.planning import check_budget, check_run, plan
 from pipelines.progress import Reporter
@@ -90,9 +90,11 @@ def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict
         ctx.ledger.record_elsewhere(stage_dir_name(release.position, release.stage), release.spend)
     records: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
+    attack_plan = _attack_plan(ctx.config, stages)
     for position, stage in enumerate(stages, start=1):
         reporter.info(f"[bold][{position}/{len(stages)}] {stage.name}[/bold]")
         ctx.position, ctx.stage_dir = position, run_dir / stage_dir_name(position, stage.name)
+        ctx.attacks_planned = attack_plan[position - 1]
         record, result = _run_or_reuse(ctx, stage, previous.get(position), rerun_dp=rerun_dp)
         records.append(record)
         found = log.earlier(position, stage.name, record["inputs"], record["outputs"])
@@ -112,6 +114,26 @@ def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict
     }
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _attack_plan(config: Config, stages: list[Stage]) -> list[tuple[str, ...]]:
+    """Per stage: the attacks measure_latest will ask for on the artifact that stage leaves
+    latest, after it and after every following stage that produces nothing (evaluate), so that
+    a stage can name them (the privacy card) before they run."""
+    final = len(stages) - 1
+    wanted = [
+        wanted_attacks(config, final=i == final, audit=s.audit_attacks)
+        for i, s in enumerate(stages)
+    ]
+    plan: list[tuple[str, ...]] = []
+    for i in range(len(stages)):
+        names = list(wanted[i])
+        j = i + 1
+        while j < len(stages) and not stages[j].provides:
+            names += wanted[j]
+            j += 1
+        plan.append(tuple(dict.fromkeys(names)))
+    return plan
 
 
 def _prepare_run_dir(run_dir: Path, config: Config, splits: Splits) -> None:

@@ -1,5 +1,5 @@
 """The `export` stage: the latest torch model as a validated fp32 ONNX file (compress.export) that
-carries its guarantee, noise mode, accuracy and history."""
+carries its guarantee, noise mode, accuracy and history, with its privacy card beside it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pipelines.artifacts import MODEL, ONNX_MODEL
 from pipelines.compressing import RECORD_KEY, export_latest, save_record
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
+from pipelines.privacy_card import write_privacy_card
 from pipelines.settings.compression import ExportSettings
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult, register_stage
 
@@ -31,5 +32,9 @@ class Export(Stage[ExportSettings]):
         exported, metrics = export_latest(
             ctx, ctx.stage_dir, stage=self.name, export_settings=self.config
         )
-        metrics[RECORD_KEY] = save_record(ctx, {"export": exported.record()})
+        record = {"export": exported.record()}
+        metrics[RECORD_KEY] = save_record(ctx, record)
+        write_privacy_card(
+            ctx, stage=self.name, files=[exported.path], spend=POST_PROCESSING, record=record
+        )
         return StageResult({ONNX_MODEL: exported.path}, POST_PROCESSING, metrics)

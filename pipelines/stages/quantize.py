@@ -22,6 +22,7 @@ from pipelines.compressing import (
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.onnx_metadata import onnx_metadata, strongest_attack
+from pipelines.privacy_card import write_privacy_card
 from pipelines.settings.compression import QuantizeSettings as QuantizeStageSettings
 from pipelines.spend import Guarantee
 from pipelines.stage import POST_PROCESSING, Spend, Stage, StageResult, register_stage
@@ -87,6 +88,9 @@ class Quantize(Stage[QuantizeStageSettings]):
         )
         guarantee = ctx.guarantee if spend.kind != "none" else Guarantee(None, None)
         test_accuracy = self._stamp(ctx, result.path, guarantee, attacked, result.mode)
+        # One card for the folder: the fp32 export (when this stage made it) and the int8 file.
+        files = [fp32, result.path] if fp32.parent == ctx.stage_dir else [result.path]
+        write_privacy_card(ctx, stage=self.name, files=files, spend=spend, record=record)
         metrics.update(
             {
                 **result.to_metrics(),

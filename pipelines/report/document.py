@@ -8,6 +8,7 @@ import base64
 import html
 from dataclasses import dataclass, field
 
+SHORT_CELL = 16  # characters
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1180px; margin: 0 auto; padding: 1em 1.5em;
        color: #111; line-height: 1.4; }
@@ -16,6 +17,7 @@ h3 { font-size: 1.05em; margin-top: 1.2em; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.82em; max-width: 100%; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.45em; text-align: right;
          overflow-wrap: break-word; }
+td.short { white-space: nowrap; }
 th { background: #eee; } td:first-child, th:first-child { text-align: left; }
 caption { caption-side: bottom; text-align: left; font-size: 0.9em; color: #333; padding: 0.3em 0; }
 figure { margin: 0.8em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
@@ -102,6 +104,12 @@ def _html_image(image: Image) -> str:
     )
 
 
+def _html_cell(text: str) -> str:
+    """A short cell (a number, an ε, "1e-05") never breaks; a long one wraps at spaces."""
+    short = ' class="short"' if len(text) <= SHORT_CELL else ""
+    return f"<td{short}>{html.escape(text)}</td>"
+
+
 def _html_block(block: Block) -> str:
     e = html.escape
     if isinstance(block, Heading):
@@ -114,9 +122,7 @@ def _html_block(block: Block) -> str:
     if isinstance(block, Table):
         ident = f' id="{e(block.id)}"' if block.id else ""
         head = "".join(f"<th>{e(c)}</th>" for c in block.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in block.rows
-        )
+        body = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in block.rows)
         caption = f"<caption>{e(block.caption)}</caption>" if block.caption else ""
         return f"<table{ident}>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     if isinstance(block, Image):

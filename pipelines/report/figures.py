@@ -128,7 +128,8 @@ def _attack_power(ax: Axes, xs: list[int], power: list[dict[str, Any] | None]) -
         )
     ax.axhline(1.0, color="0.4", linestyle="--", linewidth=1, label="chance (1%)")
     ax.set_ylabel("TPR at 1% FPR (%)")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.margins(y=0.25)
+    ax.legend(fontsize=7, loc="best", framealpha=0.9)
 
 
 def tradeoff_figure(points: list[dict[str, Any]]) -> bytes:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pipelines.rundir import sha256_of
+from privacy.accounting import format_epsilon
 from tests.browser import launch_browser, render
 from tests.pipelines.cli_testing import one_error_line, pipeline, tiny_sets
 
@@ -177,3 +178,26 @@ def test_bad_report_arguments_are_one_line(reported: tuple[Path, str], tmp_path:
     for expected, args in cases.items():
         line = one_error_line(pipeline("report", *args, cwd=Path.cwd()))
         assert expected in line, line
+
+
+def test_the_report_shows_the_privacy_card_with_the_owners_attack_results(
+    reported: tuple[Path, str],
+) -> None:
+    """The card that ships (PRIVACY.md) states ε, δ and the noise mode and names the attacks;
+    the report shows it with the attack results beside it, which the shipped card leaves out."""
+    run_dir, _ = reported
+    report = _data(run_dir)["runs"][0]
+    [card] = report["cards"]
+    assert card["path"] == "03-quantize/PRIVACY.md"
+    assert card["text"] == (run_dir / card["path"]).read_text()
+    last = report["rows"][-1]
+    delta = f"δ = {last['delta']:g}"
+    for stated in (format_epsilon(last["epsilon"]), delta, "secure", "lira", "rmia"):
+        assert stated in card["text"], stated
+    lira_auc = f"{last['attacks']['lira']['auc']:.3f}"
+    assert lira_auc not in card["text"]
+    md = (run_dir / "report.md").read_text()
+    section = md.split("\n## Privacy cards", 1)[1].split("\n## Load the shipped model", 1)[0]
+    assert card["text"].splitlines()[0] in section
+    assert "not in the card that ships" in section
+    assert f"| lira | {lira_auc} [" in section

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,7 +56,7 @@ def cache_root(setting: str, run_dir: Path) -> Path | None:
     if not setting:
         return None
     path = Path(setting)
-    return path if path.is_absolute() else run_dir / path
+    return path if path.is_absolute() else Path(os.path.normpath(run_dir / path))
 
 
 def record_digest(record: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.errors import PrivcompError
-from pipelines.executors import Executor, LocalExecutor, make_executor
+from pipelines.executors import EXECUTORS, Executor, LocalExecutor, make_executor
 from pipelines.progress import Reporter
 from pipelines.rundir import locked, read_json, write_json
 
@@ -46,6 +46,7 @@ REFERENCE_CACHE = f"../../{REFERENCES}"
 # ledger composes only such spends). A spend that names another in details["neighbours"] is
 # refused rather than composed with them.
 NEIGHBOURS = "add/remove"
+SWEEP_KEYS = ("evaluate.executor", "evaluate.reference_cache")  # the sweep's own settings
 NOT_PRIVATE = "a point of this group read the members without DP: the composed ε is infinite"
 SWEEP_PRIVACY = (
     "Choosing one of several DP runs on the same members is itself a selection: each point's "
@@ -111,6 +112,8 @@ def parse_grid(items: Sequence[str]) -> list[Axis]:
         section, dot, name = key.rpartition(".")
         if not sep or not dot or not section or not name:
             raise PrivcompError(f"--grid expects section.key=v1,v2,..., got '{item}'")
+        if key in SWEEP_KEYS:
+            raise PrivcompError(f"--grid {key}: the sweep sets it for every point")
         if any(a.key == key for a in axes):
             raise PrivcompError(f"--grid names '{key}' twice; give all its values in one --grid")
         values = split_values(raw)
@@ -169,6 +172,9 @@ class SweepOptions:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise PrivcompError(f"--workers must be >= 1, got {self.workers}")
+        if self.executor not in EXECUTORS:
+            known = ", ".join(sorted(EXECUTORS))
+            raise PrivcompError(f"unknown executor '{self.executor}' (known: {known})")
 
 
 @dataclass(frozen=True)
@@ -437,11 +443,11 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
     from rich.console import Console
 
     from pipelines.config import load_config, to_toml
-    from pipelines.runner import check_pipeline
+    from pipelines.runner import check_pipeline, plan
 
     reporter = reporter or Reporter()
     axes = parse_grid(options.grid)
-    load_config(options.config, list(options.overrides))  # the base's own errors first
+    plan(list(options.stages), load_config(options.config, list(options.overrides)))  # the base
     out = options.out or default_out(options)
     for axis in axes:  # each value alone over the base: an error names the value
         for value in axis.values:

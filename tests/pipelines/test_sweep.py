@@ -4,6 +4,7 @@ resume), the composition helper against the accountant, and bad input as one lin
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -175,8 +176,11 @@ BAD = [
     (["--grid", "prune.ratio=0.3", "--grid", "prune.ratio=0.5"], "names 'prune.ratio' twice"),
     (["--grid", "train-dpsgd.epsilon=3,3.0"], "names a value twice"),
     (["--grid", "ratio"], "--grid expects section.key=v1,v2,..."),
+    (["--grid", "evaluate.executor=local,serial"], "the sweep sets it for every point"),
     (["--grid", "nosuch.key=1"], "unknown config section 'nosuch'"),
     (["--grid", "prune.ratio=0.3", "--set", "run.dataset=nosuch"], "unknown dataset 'nosuch'"),
+    (["--grid", "prune.ratio=0.3", "--executor", "nosuch"], "unknown executor 'nosuch'"),
+    (["nosuch", "--grid", "prune.ratio=0.3"], "unknown stage 'nosuch'"),
 ]
 
 
@@ -334,3 +338,22 @@ def test_a_point_without_dp_makes_its_group_not_private(tmp_path: Path) -> None:
     assert "without DP" in pa.note
     (missing,) = composed_privacy([tmp_path / "never-ran"])
     assert missing.group is None and missing.releases == 0
+
+
+def test_points_run_at_once_in_worker_processes_train_one_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two points with one reference recipe, in two spawned workers at once: the folder's lock
+    makes one train the set and the other wait and reuse it."""
+    monkeypatch.delenv("PRIVCOMP_DEBUG", raising=False)
+    out = tmp_path / "s"
+    args = sweep_args(out, "--executor", "local", "--workers", "2")
+    args[args.index("train-dpsgd.epsilon=2,8")] = "train-dpsgd.epsilon=2"
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    sweep = read(out / "sweep.json")
+    assert sweep["workers"] == min(2, os.cpu_count() or 1)
+    assert [p["status"] for p in sweep["points"]] == ["ok", "ok"]
+    assert len([p for p in (out / "references").iterdir() if p.is_dir()]) == 1
+    logs = [(out / p["run_dir"] / "sweep.log").read_text() for p in sweep["points"]]
+    assert sorted("reference models (2" in log for log in logs) == [False, True]

@@ -338,6 +338,50 @@ def compare_defenses(
     _guarded(action)
 
 
+@app.command()
+def sweep(
+    stages: Annotated[list[str], typer.Argument(help="Stages in order, e.g. train-ladp prune")],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="One axis of the grid: section.key=v1,v2,... (each value as --set reads it); "
+            "repeat for more keys"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Sweep folder (default runs/sweep-<digest>)")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Points run at once")] = 2,
+    executor: Annotated[str, typer.Option(help="local | serial")] = "local",
+    config: Annotated[Path | None, typer.Option(help="TOML configuration file")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override one setting: section.key=value")
+    ] = None,
+) -> None:
+    """Run the stages at every point of a grid of settings (one run dir each, in parallel,
+    resumable, references shared); sweep.json gives each point's ε and the composed ε."""
+
+    def action() -> None:
+        from dataclasses import replace
+
+        from pipelines.sweep import SWEEP_FILE, SweepOptions, default_out, run_sweep
+
+        options = SweepOptions(
+            stages=tuple(stages),
+            grid=tuple(grid or ()),
+            out=out,
+            workers=workers,
+            executor=executor,
+            config=config,
+            overrides=tuple(set_ or ()),
+        )
+        folder = out or default_out(options)
+        run_sweep(replace(options, out=folder))
+        print(f"sweep: {folder / SWEEP_FILE}")
+
+    _guarded(action)
+
+
 def inspect_warnings(metadata: dict[str, str]) -> list[str]:
     """What `pipeline inspect` says in words beside the table: reproducible noise, and attack
     statistics of the members inside a file that ships."""

@@ -4,7 +4,9 @@ Reference models are the auditor's: trained once per run on random halves of the
 (the evaluation pair, which is the same for every stage, plus the population split), cached under
 references/ and reused by every stage's evaluation. With evaluate.mirror the references also go
 through the compression stages the artifact went through (pruned, exported, quantized), each
-mirrored set cached under references/mirror-<steps>/.
+mirrored set cached under references/mirror-<steps>/. With evaluate.reference_cache they live in a
+shared cache instead, one folder per recipe record (pipelines.reference_cache), so that run dirs
+that attack the same pool with the same recipe (a sweep's points) train them once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
 from attacks.references import ReferenceSet, TrainRecipe, train_references
 from attacks.suite import Pool, attacks_for_release, run_attacks
@@ -37,7 +40,16 @@ from pipelines.executors import Executor, make_executor
 from pipelines.measurements import Measurement
 from pipelines.mirror import MIRRORED_STAGES, mirror_steps, mirrored_set
 from pipelines.recipes import DefenseRecipe, DPRecipe
-from pipelines.reference_cache import RECIPE, REFERENCE_DIR, ensure_logits, is_cached
+from pipelines.reference_cache import (
+    RECIPE,
+    REFERENCE_DIR,
+    cache_root,
+    clear,
+    ensure_logits,
+    guarded,
+    is_cached,
+    record_digest,
+)
 from pipelines.rundir import read_json, write_json
 from pipelines.settings.training import DPTrainingSettings
 
@@ -250,11 +262,12 @@ def _pool_digest(indices: np.ndarray) -> str:
 
 
 def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> ReferenceSet:
-    """The run's references for the latest artifact: trained once, mirrored when configured."""
+    """The run's references for the latest artifact: trained once, mirrored when configured.
+
+    They live in the run dir's references/, or, with evaluate.reference_cache, in the shared
+    cache's folder of this record and data (pipelines.reference_cache), locked while used."""
     candidates = candidates or candidate_pool(ctx)
     cfg = ctx.config.evaluate
-    augment = cfg.augment
-    base = ctx.run_dir / REFERENCE_DIR
     recipe, described = train_recipe(ctx)
     record = {
         "k": cfg.shadow_models,
@@ -265,43 +278,74 @@ def reference_set(ctx: RunContext, candidates: Candidates | None = None) -> Refe
         "dataset": ctx.dataset.name,
         "pool": _pool_digest(candidates.indices),
     }
-    x, y = candidates.pool.x, candidates.pool.y
-    if not is_cached(base, record):
-        if base.exists():
-            shutil.rmtree(base)  # made with another recipe or pool: retrain (mirrors included)
-        executor = _executor(ctx)
-        workers = 1 if cfg.executor == "serial" else cfg.workers
-        label = f"reference models ({cfg.shadow_models}, {described}, {workers} worker(s))"
-        start = time.perf_counter()
-        with ctx.reporter.task(label) as progress:
-            refs = train_references(
-                x,
-                y,
-                k=cfg.shadow_models,
-                arch=ctx.model_arch(),
-                recipe=recipe,
-                seed=ctx.seed,
-                directory=base,
-                augment=augment,
-                executor=executor,
-                progress=progress,
-                pool=candidates.indices,
-            )
-        timing = {
-            "wall_seconds": round(time.perf_counter() - start, 3),
-            "train_seconds": [round(s, 3) for s in refs.seconds],
-            "executor": cfg.executor,
-            "workers": workers,
-        }
-        write_json(base / TIMING, timing)
-        write_json(base / RECIPE, record)
+    root = cache_root(cfg.reference_cache, ctx.run_dir)
+    shared = root is not None
+    if root is None:
+        base = ctx.run_dir / REFERENCE_DIR
     else:
+        # What the references depend on beyond the record: the pool's images and labels (the
+        # canaries' included) and the public split a recipe may read.
+        data = [candidates.pool.x, candidates.pool.y, *ctx.split("public")]
+        base = root / record_digest(record, data)
+    with guarded(base, shared=shared):
+        refs = _trained_or_cached(ctx, base, record, recipe, described, candidates, shared=shared)
+    return _mirrored(ctx, refs, candidates, base, shared=shared) if cfg.mirror else refs
+
+
+def _trained_or_cached(
+    ctx: RunContext,
+    base: Path,
+    record: dict[str, Any],
+    recipe: TrainRecipe | DPRecipe | DefenseRecipe,
+    described: str,
+    candidates: Candidates,
+    *,
+    shared: bool,
+) -> ReferenceSet:
+    cfg = ctx.config.evaluate
+    augment = cfg.augment
+    x, y = candidates.pool.x, candidates.pool.y
+    if is_cached(base, record):
         ensure_logits(base, augment, x)
-        refs = ReferenceSet.load(base, augment=augment)
-    return _mirrored(ctx, refs, candidates) if cfg.mirror else refs
+        if shared:
+            ctx.reporter.info(f"  reference models: reusing {escape(str(base))}")
+        return ReferenceSet.load(base, augment=augment)
+    if shared:
+        clear(base)  # an attempt that did not finish (a shared folder has one record)
+    elif base.exists():
+        shutil.rmtree(base)  # made with another recipe or pool: retrain (mirrors included)
+    executor = _executor(ctx)
+    workers = 1 if cfg.executor == "serial" else cfg.workers
+    label = f"reference models ({cfg.shadow_models}, {described}, {workers} worker(s))"
+    start = time.perf_counter()
+    with ctx.reporter.task(label) as progress:
+        refs = train_references(
+            x,
+            y,
+            k=cfg.shadow_models,
+            arch=ctx.model_arch(),
+            recipe=recipe,
+            seed=ctx.seed,
+            directory=base,
+            augment=augment,
+            executor=executor,
+            progress=progress,
+            pool=candidates.indices,
+        )
+    timing = {
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "train_seconds": [round(s, 3) for s in refs.seconds],
+        "executor": cfg.executor,
+        "workers": workers,
+    }
+    write_json(base / TIMING, timing)
+    write_json(base / RECIPE, record)  # last: the folder counts as cached from here on
+    return refs
 
 
-def _mirrored(ctx: RunContext, refs: ReferenceSet, candidates: Candidates) -> ReferenceSet:
+def _mirrored(
+    ctx: RunContext, refs: ReferenceSet, candidates: Candidates, base: Path, *, shared: bool
+) -> ReferenceSet:
     """The references passed through the latest artifact's compression (pipelines.mirror)."""
     skipped = [s for s in ctx.history if s not in (*MIRRORED_STAGES, *TRAINING_STAGES, "evaluate")]
     if skipped:
@@ -310,4 +354,7 @@ def _mirrored(ctx: RunContext, refs: ReferenceSet, candidates: Candidates) -> Re
     if not steps:
         return refs
     pool, x, executor = candidates.indices, candidates.pool.x, _executor(ctx)
-    return mirrored_set(ctx, steps, refs, pool=pool, x=x, executor=executor)
+    with guarded(base, shared=shared):
+        return mirrored_set(
+            ctx, steps, refs, root=base, shared=shared, pool=pool, x=x, executor=executor
+        )

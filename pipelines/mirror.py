@@ -46,7 +46,7 @@ from pipelines.compressing import (
 from pipelines.context import RunContext
 from pipelines.errors import PrivcompError
 from pipelines.executors import Executor
-from pipelines.reference_cache import RECIPE, REFERENCE_DIR, ensure_logits, is_cached, read_recipe
+from pipelines.reference_cache import RECIPE, ensure_logits, is_cached, read_recipe, record_digest
 from pipelines.rundir import write_json
 
 MIRRORED_STAGES = ("prune", "export", "quantize")
@@ -137,8 +137,17 @@ def _export(step: MirrorStep, source: Path, out: Path) -> Path:
     return export(source, out, settings=step.export.settings, data=step.export.data).path
 
 
-def _folder(steps: list[MirrorStep]) -> str:
-    return "mirror-" + "+".join(s.stage for s in steps)
+def _mirror_dir(root: Path, steps: list[MirrorStep], *, shared: bool) -> Path:
+    """references/mirror-<stages>/; in a shared cache (run dirs whose compression differs use one
+    base folder) the name also holds a digest of what the mirrored set depends on."""
+    name = "mirror-" + "+".join(s.stage for s in steps)
+    if shared:
+        name += "-" + record_digest(_mirror_record(root, steps))[:12]
+    return root / name
+
+
+def _mirror_record(root: Path, steps: list[MirrorStep]) -> dict[str, Any]:
+    return {"steps": [s.key() for s in steps], "base": read_recipe(root)}
 
 
 def mirrored_set(
@@ -146,24 +155,27 @@ def mirrored_set(
     steps: list[MirrorStep],
     base: ReferenceSet,
     *,
+    root: Path,
+    shared: bool = False,
     pool: np.ndarray,
     x: np.ndarray,
     executor: Executor,
 ) -> ReferenceSet:
-    """The references passed through `steps` (cached per prefix, built from the previous one).
+    """The references of `root` (the base set's folder) passed through `steps` (cached per
+    prefix, built from the previous one); the caller holds root's lock when it is shared.
 
     pool: the data set indices of the candidate pool, x: its images."""
-    root = ctx.run_dir / REFERENCE_DIR
     augment = ctx.config.evaluate.augment
-    directory = root / _folder(steps)
-    record = {"steps": [s.key() for s in steps], "base": read_recipe(root)}
+    directory = _mirror_dir(root, steps, shared=shared)
+    record = _mirror_record(root, steps)
     if is_cached(directory, record):
         ensure_logits(directory, augment, x)
         return ReferenceSet.load(directory, augment=augment)
     source = root
     if len(steps) > 1:
-        mirrored_set(ctx, steps[:-1], base, pool=pool, x=x, executor=executor)
-        source = root / _folder(steps[:-1])
+        prefix = steps[:-1]
+        mirrored_set(ctx, prefix, base, root=root, shared=shared, pool=pool, x=x, executor=executor)
+        source = _mirror_dir(root, prefix, shared=shared)
     if directory.exists():
         shutil.rmtree(directory)
     jobs = [

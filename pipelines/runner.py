@@ -33,7 +33,7 @@ from pipelines.verify import check_spend_matches_plan
 
 VERSION = "0.1.0"
 
-__all__ = ["VERSION", "build_context", "plan", "run_pipeline"]
+__all__ = ["VERSION", "build_context", "check_pipeline", "plan", "run_pipeline"]
 
 
 def build_context(config: Config, run_dir: Path, reporter: Reporter) -> RunContext:
@@ -66,6 +66,17 @@ def run_pipeline(
     (its outputs changed or are gone); its earlier releases are then composed in the ledger.
     Without it such a stage is refused: fresh noise on the same members is a second release.
     """
+    stages, ctx = check_pipeline(names, config=config, run_dir=run_dir, reporter=reporter)
+    with locked(run_dir):
+        return _run_locked(stages, ctx, rerun_dp=rerun_dp)
+
+
+def check_pipeline(
+    names: list[str], *, config: Config, run_dir: Path, reporter: Reporter | None = None
+) -> tuple[list[Stage], RunContext]:
+    """Everything run_pipeline checks before it writes anything (PrivcompError when a check
+    fails): the stages and their order, the data and split, the model, every stage's
+    settings, the budget. Returns the planned stages and the run's context."""
     reporter = reporter or Reporter()
     stages = plan(names, config)
     ctx = build_context(config, run_dir, reporter)
@@ -73,8 +84,7 @@ def run_pipeline(
     for stage in stages:
         stage.check(ctx)  # every setting is checked before anything is written
     check_budget(stages, ctx)  # a run whose plans cannot work is refused before it starts
-    with locked(run_dir):
-        return _run_locked(stages, ctx, rerun_dp=rerun_dp)
+    return stages, ctx
 
 
 def _run_locked(stages: list[Stage], ctx: RunContext, *, rerun_dp: bool) -> dict[str, Any]:

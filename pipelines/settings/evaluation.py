@@ -49,6 +49,12 @@ class EvaluateSettings(Section):
     augment: str = setting("none", "none | shift: extra query variants for LiRA, RMIA and gap")
     samples: int = setting(500, "members and as many non-members attacked")
     delta: float = setting(1e-5, "δ of the attacks' empirical ε lower bounds")
+    reference_cache: str = setting(
+        "",
+        "shared folder of reference models, one subfolder per recipe and pool, reused by run "
+        'dirs with the same ones and locked while trained (relative: from the run dir; "": the '
+        "run dir's own references/)",
+    )
     audit_attacks: list[str] = setting(
         AUDIT_ATTACKS, "the evaluate stage's attacks (those measured already are reused)"
     )

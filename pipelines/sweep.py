@@ -1,0 +1,582 @@
+"""`pipeline sweep`: the same stages over a grid of settings, one run dir per point.
+
+Each point is the base configuration (TOML + --set) with one value per --grid key applied as
+`--set key=value` would be. Every point's configuration is checked before anything trains. The
+points run in parallel through the executor (pipelines.study runs its methods the same way), each
+in <out>/runs/<point> with its progress in the run dir's sweep.log; a failing point is reported,
+not raised, so that the others are kept, and a rerun resumes (finished stages are reused).
+
+The points share their reference models: evaluate.reference_cache is <out>/references for every
+point, so points that attack the same pool with the same reference recipe train one set (a DP
+recipe with another ε has another noise multiplier, hence another set).
+
+Privacy: every point trains on the members of its split. Releasing, or choosing among, several
+points is a composition: sweep.json gives each point's own ε beside the composed ε of every DP
+release of its group (the points whose members overlap), by the ledger's own composition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import os
+import re
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.errors import PrivcompError
+from pipelines.executors import EXECUTORS, Executor, LocalExecutor, make_executor
+from pipelines.progress import Reporter
+from pipelines.rundir import locked, read_json, write_json
+
+SCHEMA_VERSION = 1
+SWEEP_FILE = "sweep.json"
+LOG_FILE = "sweep.log"
+REFERENCES = "references"  # <out>/references: the points' shared reference models
+# From a point's run dir <out>/runs/<point>: relative, so that the sweep folder can move.
+REFERENCE_CACHE = f"../../{REFERENCES}"
+# The relation under which every privcomp DP mechanism is accounted (Opacus's add/remove; the
+# ledger composes only such spends). A spend that names another in details["neighbours"] is
+# refused rather than composed with them.
+NEIGHBOURS = "add/remove"
+SWEEP_KEYS = ("evaluate.executor", "evaluate.reference_cache")  # the sweep's own settings
+NOT_PRIVATE = "a point of this group read the members without DP: the composed ε is infinite"
+SWEEP_PRIVACY = (
+    "Choosing one of several DP runs on the same members is itself a selection: each point's "
+    "epsilon holds for it released alone; composed_epsilon bounds releasing every point of its "
+    "group (points whose members overlap) and any choice among them made from their models and "
+    "non-member data. A choice made by attack results on the members reads the members again and "
+    "is not covered. The sweep folder holds every point's models and the reference models "
+    "trained on the pool: keep it with the data owner."
+)
+
+
+# ---- the grid ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One --grid key and its values as written (each is read as `--set key=value` reads it)."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str  # the run dir's name: key=value pairs in safe characters, unique in the sweep
+    settings: tuple[str, ...]  # the point's --set items
+
+
+def split_values(text: str) -> list[str]:
+    """'1,3' -> ['1', '3']; commas inside [...], {...} or quotes do not split."""
+    values: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            values.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    values.append("".join(current).strip())
+    return values
+
+
+def parse_grid(items: Sequence[str]) -> list[Axis]:
+    """The --grid items as axes; PrivcompError for no grid, a malformed item, an empty value,
+    a key given twice or a value given twice."""
+    from pipelines.config import parse_override
+
+    if not items:
+        raise PrivcompError("sweep needs at least one --grid section.key=v1,v2,...")
+    axes: list[Axis] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        section, dot, name = key.rpartition(".")
+        if not sep or not dot or not section or not name:
+            raise PrivcompError(f"--grid expects section.key=v1,v2,..., got '{item}'")
+        if key in SWEEP_KEYS:
+            raise PrivcompError(f"--grid {key}: the sweep sets it for every point")
+        if any(a.key == key for a in axes):
+            raise PrivcompError(f"--grid names '{key}' twice; give all its values in one --grid")
+        values = split_values(raw)
+        if not raw.strip() or any(not v for v in values):
+            raise PrivcompError(f"--grid {key}: an empty value in '{raw}' (give v1,v2,...)")
+        parsed = [parse_override(f"{key}={v}")[2] for v in values]
+        for i, value in enumerate(parsed):
+            if any(value == other for other in parsed[:i]):  # 3 and 3.0 are one value
+                raise PrivcompError(f"--grid {key} names a value twice: {raw}")
+        axes.append(Axis(key, tuple(values)))
+    return axes
+
+
+def _safe(value: str) -> str:
+    text = re.sub(r"[^A-Za-z0-9.+-]+", "-", value.replace('"', "").replace("'", "")).strip("-")
+    sign = "-" if value.strip().startswith("-") else ""
+    return sign + text if text else "empty"
+
+
+def _digest(text: str, length: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def points(axes: Sequence[Axis]) -> list[Point]:
+    """The cartesian product of the axes, in order (the first key varies slowest)."""
+    out = []
+    for combination in itertools.product(*(a.values for a in axes)):
+        settings = tuple(f"{a.key}={v}" for a, v in zip(axes, combination, strict=True))
+        name = "_".join(f"{a.key}={_safe(v)}" for a, v in zip(axes, combination, strict=True))
+        if len(name) > 120:
+            name = name[:100]
+        out.append(Point(name, settings))
+    names = [p.name for p in out]
+    # Two values that look alike in safe characters (or a long name cut): told apart by a digest.
+    return [
+        Point(f"{p.name}-{_digest(' '.join(p.settings))}", p.settings)
+        if names.count(p.name) > 1 or len(p.name) == 100
+        else p
+        for p in out
+    ]
+
+
+# ---- options and jobs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    stages: tuple[str, ...]
+    grid: tuple[str, ...]  # the --grid items as given
+    out: Path | None = None  # default: runs/sweep-<digest of stages, grid and configuration>
+    workers: int = 2
+    executor: str = "local"
+    config: Path | None = None  # the user's TOML
+    overrides: tuple[str, ...] = ()  # the user's --set, under each point's grid values
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise PrivcompError(f"--workers must be >= 1, got {self.workers}")
+        if self.executor not in EXECUTORS:
+            known = ", ".join(sorted(EXECUTORS))
+            raise PrivcompError(f"unknown executor '{self.executor}' (known: {known})")
+
+
+@dataclass(frozen=True)
+class PointJob:
+    """What a worker needs to run one point (picklable)."""
+
+    point: Point
+    stages: tuple[str, ...]
+    config: str | None
+    settings: tuple[str, ...]
+    run_dir: str
+
+
+def point_settings(options: SweepOptions, point: Point) -> tuple[str, ...]:
+    """The user's --set, the point's grid values, then the sweep's own: attacks' references
+    trained in the point's worker (the executor runs the points) and shared between points."""
+    return (
+        *options.overrides,
+        *point.settings,
+        'evaluate.executor="serial"',
+        f'evaluate.reference_cache="{REFERENCE_CACHE}"',
+    )
+
+
+def default_out(options: SweepOptions) -> Path:
+    from pipelines.config import load_config, to_toml
+
+    base = to_toml(load_config(options.config, list(options.overrides)))
+    spec = "\n".join([" ".join(options.stages), *options.grid, base])
+    return Path("runs") / f"sweep-{_digest(spec)}"
+
+
+def run_point(job: PointJob) -> dict[str, Any]:
+    """Run one point in its run dir; a failure is reported, not raised, so that one point's
+    error does not discard the others' work."""
+    from rich.console import Console
+
+    from models.errors import UserError
+    from pipelines.config import load_config
+    from pipelines.runner import run_pipeline
+
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with (run_dir / LOG_FILE).open("a") as log:
+        reporter = Reporter(Console(file=log, width=100))
+        try:
+            config = load_config(Path(job.config) if job.config else None, list(job.settings))
+            run_pipeline(list(job.stages), config=config, run_dir=run_dir, reporter=reporter)
+        except Exception as exc:  # reported in sweep.json; the other points go on
+            line = str(exc).splitlines()[0] if str(exc) else ""
+            kind = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
+            reporter.info(f"error: {kind}{line}")
+            return {"name": job.point.name, "status": "error", "error": kind + line}
+    seconds = round(time.perf_counter() - start, 3)
+    return {"name": job.point.name, "status": "ok", "error": None, "seconds": seconds}
+
+
+# ---- privacy of the sweep ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PointPrivacy:
+    """One run dir's privacy beside its group's (the run dirs whose members overlap)."""
+
+    run_dir: Path
+    group: str | None  # None: the run dir holds no split (it read nothing)
+    epsilon: float | None  # its own: the members' total in its ledger (None: not private)
+    delta: float | None
+    composed_epsilon: float | None  # every DP release on its group's members (None: infinite)
+    composed_delta: float | None
+    accountant: str | None
+    releases: int  # DP releases of the members in this run dir
+    note: str = ""
+
+
+@dataclass
+class _RunPrivacy:
+    run_dir: Path
+    dataset: tuple[str, str]
+    members: np.ndarray | None
+    spends: list[Any]  # pipelines.spend.Spend: the counted DP releases on the members
+    private: bool
+    own: tuple[float | None, float | None] | None  # from ledger.json
+    delta: float | None  # the δ its ledger composes at
+
+
+def _read_run(run_dir: Path) -> _RunPrivacy:
+    from pipelines.data import Splits
+    from pipelines.releases import ReleaseLog
+    from pipelines.spend import DEFAULT_DATASET
+
+    splits_file, config_file, ledger_file = (
+        run_dir / "splits.json",
+        run_dir / "config.toml",
+        run_dir / "ledger.json",
+    )
+    members = None
+    if splits_file.is_file():
+        members = np.sort(Splits.from_json(splits_file.read_text())[DEFAULT_DATASET])
+    run: dict[str, Any] = {}
+    if config_file.is_file():
+        run = tomllib.loads(config_file.read_text()).get("run", {})
+    spends = []
+    for release in ReleaseLog(run_dir).counted(run_dir):
+        spend = release.spend
+        relation = spend.details.get("neighbours", NEIGHBOURS)
+        if relation != NEIGHBOURS:
+            raise PrivcompError(
+                f"{run_dir}: stage '{release.stage}' is accounted under {relation} neighbours, "
+                f"not {NEIGHBOURS}; its ε cannot be composed with the others'"
+            )
+        if spend.kind == "dp" and spend.dataset == DEFAULT_DATASET:
+            spends.append(spend)
+    private, own, delta = True, None, None
+    if ledger_file.is_file():
+        ledger = read_json(ledger_file)
+        account = ledger.get("datasets", {}).get(DEFAULT_DATASET)
+        if account is not None:
+            private = bool(account.get("private", True))
+            own = (account.get("epsilon"), account.get("delta"))
+        delta = (ledger.get("budget") or {}).get("delta")
+    if delta is None and spends:
+        delta = spends[0].delta  # the ledger's rule: the first DP spend's δ
+    dataset = (str(run.get("dataset", "")), str(run.get("data_root", "")))
+    return _RunPrivacy(run_dir, dataset, members, spends, private, own, delta)
+
+
+def _groups(runs: Sequence[_RunPrivacy]) -> list[list[int]]:
+    """Connected components of "same data set and intersecting members" (identical members
+    are the usual case; overlapping ones, e.g. another seed's split, hold the same people)."""
+    parent = list(range(len(runs)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in itertools.combinations(range(len(runs)), 2):
+        a, b = runs[i], runs[j]
+        if a.members is None or b.members is None or a.dataset != b.dataset:
+            continue
+        if np.intersect1d(a.members, b.members, assume_unique=True).size:
+            parent[find(j)] = find(i)
+    components: dict[int, list[int]] = {}
+    for i, run in enumerate(runs):
+        if run.members is not None:
+            components.setdefault(find(i), []).append(i)
+    return list(components.values())
+
+
+def _group_name(runs: Sequence[_RunPrivacy]) -> str:
+    members = [r.members for r in runs if r.members is not None]
+    union = np.unique(np.concatenate(members)).astype(np.int64)
+    digest = hashlib.sha256("\0".join(runs[0].dataset).encode() + union.tobytes())
+    return digest.hexdigest()[:12]
+
+
+def composed_privacy(run_dirs: Sequence[Path]) -> list[PointPrivacy]:
+    """Each run dir's own ε beside the composed ε of every DP release on the members of its
+    group (run dirs on the same data set whose members overlap), one entry per run dir in
+    order.
+
+    The composition is the ledger's (pipelines.ledger): the concatenated history of the group's
+    releases (each run dir's release log: every DP release it made, an interrupted one
+    included), by the accountant of the first, at one δ: the δ the ledgers compose at (budget.delta
+    or the first spend's), the smallest of them where the run dirs differ (so that no point's
+    own ε is at a smaller δ than the composition's). A run dir that read its members without DP
+    makes its group's composed ε infinite (None)."""
+    from pipelines.ledger import Budget, Ledger
+
+    runs = [_read_run(Path(d)) for d in run_dirs]
+    out: list[PointPrivacy | None] = [None] * len(runs)
+    for component in _groups(runs):
+        group = [runs[i] for i in component]
+        name = _group_name(group)
+        deltas = sorted({r.delta for r in group if r.delta is not None})
+        delta = deltas[0] if deltas else None
+        notes = []
+        if len(deltas) > 1:
+            notes.append(f"the points compose at different δ: composed at the smallest, {delta:g}")
+        if not all(r.private for r in group):
+            composed: tuple[float | None, float | None, str | None] = (None, None, None)
+            notes.append(NOT_PRIVATE)
+        elif len(group) == 1 and group[0].own is not None:
+            own = group[0].own
+            composed = (own[0], own[1], _accountant(group[0].run_dir))
+        else:
+            ledger = Ledger(Budget(delta=delta))
+            for run in group:
+                for k, spend in enumerate(run.spends, start=1):
+                    ledger.record_elsewhere(f"{run.run_dir.name}#{k}", spend)
+            total = ledger.dataset_total()
+            composed = (total.epsilon, total.delta, total.accountant)
+        for i, run in zip(component, group, strict=True):
+            epsilon, own_delta = run.own if run.own is not None else _alone(run)
+            if not run.private:
+                epsilon, own_delta = None, None
+            out[i] = PointPrivacy(
+                run_dir=run.run_dir,
+                group=name,
+                epsilon=epsilon,
+                delta=own_delta,
+                composed_epsilon=composed[0],
+                composed_delta=composed[1],
+                accountant=composed[2],
+                releases=len(run.spends),
+                note="; ".join(notes),
+            )
+    for i, run in enumerate(runs):
+        if out[i] is None:  # no split: the run never read its members
+            note = "no splits.json: nothing was read or released"
+            out[i] = PointPrivacy(run.run_dir, None, 0.0, 0.0, 0.0, 0.0, None, 0, note)
+    return [p for p in out if p is not None]
+
+
+def _alone(run: _RunPrivacy) -> tuple[float | None, float | None]:
+    """A run dir's own ε from its release log (where its ledger.json is missing)."""
+    from pipelines.ledger import Budget, Ledger
+
+    ledger = Ledger(Budget(delta=run.delta))
+    for k, spend in enumerate(run.spends, start=1):
+        ledger.record_elsewhere(f"#{k}", spend)
+    total = ledger.dataset_total()
+    return total.epsilon, total.delta
+
+
+def _accountant(run_dir: Path) -> str | None:
+    from pipelines.spend import DEFAULT_DATASET
+
+    ledger_file = run_dir / "ledger.json"
+    if not ledger_file.is_file():
+        return None
+    account = read_json(ledger_file).get("datasets", {}).get(DEFAULT_DATASET) or {}
+    accountant = account.get("accountant")
+    return None if accountant is None else str(accountant)
+
+
+# ---- the sweep -----------------------------------------------------------------------------
+
+
+def _spec(stages: Sequence[str], todo: Sequence[PointJob], digests: Sequence[str]) -> Any:
+    """What makes two sweeps the same: the stages, and each point's name and configuration."""
+    listed = [{"name": j.point.name, "config": d} for j, d in zip(todo, digests, strict=True)]
+    return {"stages": list(stages), "points": listed}
+
+
+def _check_same_sweep(out: Path, spec: dict[str, Any]) -> None:
+    """Refuse an --out that holds a sweep of other points (stages, names or configurations)."""
+    path = out / SWEEP_FILE
+    if not path.exists():
+        return
+    found = read_json(path)
+    listed = [{"name": p.get("name"), "config": p.get("config")} for p in found.get("points", [])]
+    if {"stages": found.get("stages"), "points": listed} != spec:
+        raise PrivcompError(
+            f"{out} holds another sweep ({' '.join(found.get('stages') or [])}, "
+            f"{len(listed)} points; see {path}): rerun it with the same stages, grid and "
+            "configuration, or pass another --out"
+        )
+
+
+def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Check every point, run them (resuming what is done), write and return sweep.json."""
+    from rich.console import Console
+
+    from pipelines.config import load_config, to_toml
+    from pipelines.runner import check_pipeline, plan
+
+    reporter = reporter or Reporter()
+    axes = parse_grid(options.grid)
+    plan(list(options.stages), load_config(options.config, list(options.overrides)))  # the base
+    out = options.out or default_out(options)
+    for axis in axes:  # each value alone over the base: an error names the value
+        for value in axis.values:
+            try:
+                load_config(options.config, [*options.overrides, f"{axis.key}={value}"])
+            except PrivcompError as exc:
+                raise PrivcompError(f"--grid {axis.key}={value}: {_bare(exc)}") from None
+    stages = list(options.stages)
+    todo = [
+        PointJob(
+            point=p,
+            stages=tuple(stages),
+            config=str(options.config) if options.config else None,
+            settings=point_settings(options, p),
+            run_dir=str(out / "runs" / p.name),
+        )
+        for p in points(axes)
+    ]
+    quiet = Reporter(Console(file=io.StringIO()))
+    digests = []
+    for job in todo:  # every point's configuration, data, plan and budget, before any trains
+        try:
+            config = load_config(options.config, list(job.settings))
+            check_pipeline(stages, config=config, run_dir=Path(job.run_dir), reporter=quiet)
+        except PrivcompError as exc:
+            raise PrivcompError(f"sweep point {job.point.name}: {_bare(exc)}") from None
+        digests.append(_digest(to_toml(config), 16))
+    executor_name = options.executor
+    workers = 1 if executor_name == "serial" else min(options.workers, os.cpu_count() or 1)
+    executor: Executor = (
+        LocalExecutor(workers, fresh_workers=True)  # each point's peak memory its own
+        if executor_name == "local"
+        else make_executor(executor_name, workers=workers)
+    )
+    spec = _spec(stages, todo, digests)
+    out.mkdir(parents=True, exist_ok=True)
+    with locked(out):
+        _check_same_sweep(out, spec)
+        header = {
+            "schema_version": SCHEMA_VERSION,
+            "privacy": SWEEP_PRIVACY,
+            "stages": stages,
+            "grid": {a.key: list(a.values) for a in axes},
+            "overrides": list(options.overrides),
+            "config": str(options.config) if options.config else None,
+        }
+        pending = [
+            _point_entry(j, d, {"status": "pending"}) for j, d in zip(todo, digests, strict=True)
+        ]
+        write_json(out / SWEEP_FILE, {**header, "points": pending})  # a killed sweep is known
+        reporter.info(
+            f"sweep: {len(todo)} points of {' '.join(stages)} in {out} ({workers} worker(s); "
+            f"each point's log: runs/<point>/{LOG_FILE})"
+        )
+        start = time.perf_counter()
+        with reporter.task("sweep points run") as progress:
+            results = executor.map(run_point, todo, progress=progress)
+        privacy = composed_privacy([Path(j.run_dir) for j in todo])
+        entries = [
+            _point_entry(j, d, r, p)
+            for j, d, r, p in zip(todo, digests, results, privacy, strict=True)
+        ]
+        sweep = {
+            **header,
+            "seconds": round(time.perf_counter() - start, 3),
+            "workers": workers,
+            "points": entries,
+            "groups": _group_entries(entries, privacy),
+        }
+        write_json(out / SWEEP_FILE, sweep)
+    # The cross-run report of the sweep is written here (not part of this change).
+    failed = [e for e in entries if e["status"] != "ok"]
+    if failed:
+        first = failed[0]
+        names = ", ".join(e["name"] for e in failed)
+        raise PrivcompError(
+            f"{len(failed)} of {len(todo)} sweep points failed ({names}; in {out / SWEEP_FILE}, "
+            f"the others are kept, a rerun retries only these): {first['name']}: {first['error']}"
+        )
+    return sweep
+
+
+def _bare(exc: PrivcompError) -> str:
+    """The error's line without the '--set: ' that load_config puts before a setting's error."""
+    text = str(exc)
+    return text.removeprefix("--set: ")
+
+
+def _point_entry(
+    job: PointJob, digest: str, result: dict[str, Any], privacy: PointPrivacy | None = None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": job.point.name,
+        "settings": list(job.point.settings),
+        "run_dir": str(Path("runs") / job.point.name),
+        "config": digest,
+        "status": result["status"],
+        "error": result.get("error"),
+        "seconds": result.get("seconds"),
+    }
+    if privacy is not None:
+        entry.update(
+            group=privacy.group,
+            epsilon=privacy.epsilon,
+            delta=privacy.delta,
+            composed_epsilon=privacy.composed_epsilon,
+            composed_delta=privacy.composed_delta,
+            releases=privacy.releases,
+        )
+    return entry
+
+
+def _group_entries(
+    entries: Sequence[dict[str, Any]], privacy: Sequence[PointPrivacy]
+) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for entry, p in zip(entries, privacy, strict=True):
+        if p.group is None:
+            continue
+        group = groups.setdefault(
+            p.group,
+            {
+                "group": p.group,
+                "points": [],
+                "epsilon": p.composed_epsilon,
+                "delta": p.composed_delta,
+                "accountant": p.accountant,
+                "note": p.note,
+            },
+        )
+        group["points"].append(entry["name"])
+    return list(groups.values())

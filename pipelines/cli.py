@@ -156,7 +156,9 @@ def _default_run_dir(stages: list[str], cfg: Config) -> Path:
 
 @app.command()
 def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="One run dir, or several to compare")],
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="One run dir, several to compare, or a sweep folder")
+    ],
     out: Annotated[
         Path | None,
         typer.Option(help="Report folder (default: the run dir; several: runs/report-<id>)"),
@@ -165,9 +167,13 @@ def report(
     """Write report.html (self-contained), report.md and report.json for run dirs."""
 
     def action() -> None:
-        from pipelines.report import write_report
+        from pipelines.report import SWEEP_FILE, write_report, write_sweep_report
 
-        print(f"report: {write_report(run_dirs, out)}")
+        [first, *others] = run_dirs
+        if not others and (first / SWEEP_FILE).is_file() and not (first / "summary.json").exists():
+            print(f"report: {write_sweep_report(first, out)}")
+        else:
+            print(f"report: {write_report(run_dirs, out)}")
 
     _guarded(action)
 
@@ -378,6 +384,7 @@ def sweep(
         folder = out or default_out(options)
         run_sweep(replace(options, out=folder))
         print(f"sweep: {folder / SWEEP_FILE}")
+        print(f"report: {folder / 'report.html'} (and report.md beside it)")
 
     _guarded(action)
 

@@ -34,6 +34,7 @@ import numpy as np
 from pipelines.errors import PrivcompError
 from pipelines.executors import EXECUTORS, Executor, LocalExecutor, make_executor
 from pipelines.progress import Reporter
+from pipelines.report import write_sweep_report
 from pipelines.rundir import locked, read_json, write_json
 
 SCHEMA_VERSION = 1
@@ -214,6 +215,7 @@ def run_point(job: PointJob) -> dict[str, Any]:
 
     from models.errors import UserError
     from pipelines.config import load_config
+    from pipelines.report import write_report
     from pipelines.runner import run_pipeline
 
     run_dir = Path(job.run_dir)
@@ -224,6 +226,7 @@ def run_point(job: PointJob) -> dict[str, Any]:
         try:
             config = load_config(Path(job.config) if job.config else None, list(job.settings))
             run_pipeline(list(job.stages), config=config, run_dir=run_dir, reporter=reporter)
+            write_report([run_dir])  # the point's own report, linked from the sweep's
         except Exception as exc:  # reported in sweep.json; the other points go on
             line = str(exc).splitlines()[0] if str(exc) else ""
             kind = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
@@ -518,8 +521,16 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
             "groups": _group_entries(entries, privacy),
         }
         write_json(out / SWEEP_FILE, sweep)
-    # The cross-run report of the sweep is written here (not part of this change).
     failed = [e for e in entries if e["status"] != "ok"]
+    if len(failed) < len(entries):
+        try:
+            with reporter.task("writing the sweep's report"):
+                write_sweep_report(out)
+        except PrivcompError as exc:
+            if not failed:
+                raise
+            # The points' failures are the news; a report the rerun will write is not.
+            reporter.info(f"warning: no sweep report: {exc}")
     if failed:
         first = failed[0]
         names = ", ".join(e["name"] for e in failed)

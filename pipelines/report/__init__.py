@@ -22,7 +22,9 @@ from pipelines.report.document import images, to_html, to_markdown
 from pipelines.report.sections import cross_run_blocks, relative_link, run_blocks
 from pipelines.rundir import write_atomic, write_json
 
-__all__ = ["default_out", "write_report"]
+__all__ = ["SWEEP_FILE", "default_out", "write_report", "write_sweep_report"]
+
+SWEEP_FILE = "sweep.json"  # pipelines.sweep writes it
 
 
 def default_out(run_dirs: list[Path]) -> Path:
@@ -77,3 +79,27 @@ def write_report(
     html = out / "report.html"
     write_atomic(html, to_html(title, blocks))
     return html
+
+
+def write_sweep_report(sweep_dir: Path, out: Path | None = None) -> Path:
+    """The cross-run report of a `pipeline sweep` folder: its finished points, each beside the
+    composed ε of every point trained on the same members (sweep.json)."""
+    from pipelines.rundir import read_json
+
+    sweep = read_json(sweep_dir / SWEEP_FILE)
+    done = [p for p in sweep["points"] if p.get("status") == "ok"]
+    if not done:
+        raise PrivcompError(f"{sweep_dir / SWEEP_FILE} lists no finished point to report on")
+    sizes: dict[str, int] = {}
+    for point in done:
+        sizes[point.get("group") or ""] = sizes.get(point.get("group") or "", 0) + 1
+    run_dirs = [sweep_dir / p["run_dir"] for p in done]
+    composed = {
+        str(run_dir): {
+            "epsilon": p.get("composed_epsilon"),
+            "delta": p.get("composed_delta"),
+            "runs": sizes[p.get("group") or ""],
+        }
+        for run_dir, p in zip(run_dirs, done, strict=True)
+    }
+    return write_report(run_dirs, out or sweep_dir, composed=composed)

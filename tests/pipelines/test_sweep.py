@@ -97,6 +97,47 @@ def test_a_2x2_sweep_runs_four_points_in_their_run_dirs(swept: Path) -> None:
     assert sorted(p.name for p in (swept / "runs").iterdir()) == sorted(names)
 
 
+def test_the_sweep_writes_a_cross_run_report_with_its_pareto_front(swept: Path) -> None:
+    """The 2×2 sweep's report: one point per run with the grid's settings, each beside the
+    composed ε of the four (same members), the Pareto front recomputed from the points, and
+    each point's own report linked."""
+    sweep = read(swept / "sweep.json")
+    data = read(swept / "report.json")
+    points = data["tradeoff"]["points"]
+    assert [p["settings"] for p in points] == [
+        {"prune.ratio": r, "train-dpsgd.epsilon": e} for e in (2.0, 8.0) for r in (0.3, 0.5)
+    ]
+    for point, entry in zip(points, sweep["points"], strict=True):
+        assert point["epsilon"] == pytest.approx(entry["epsilon"])
+        assert point["composed"] == {
+            "epsilon": entry["composed_epsilon"],
+            "delta": entry["composed_delta"],
+            "runs": 4,
+        }
+        assert point["attack"]["tests"] == 2 * 4  # loss, lira × the FPR grid
+    objectives = [
+        (p["test_accuracy"], -p["bytes"], -p["attack"]["tpr_upper"], -p["epsilon"]) for p in points
+    ]
+
+    def dominated(i: int) -> bool:
+        return any(
+            all(a >= b for a, b in zip(o, objectives[i], strict=True)) and o != objectives[i]
+            for o in objectives
+        )
+
+    assert data["tradeoff"]["pareto"] == [i for i in range(4) if not dominated(i)]
+    page = (swept / "report.html").read_text()
+    assert page.count("<tr>") >= 1 + 4  # the runs table: header + a row per point
+    assert "composed ε" in page and "is itself a selection" in page
+    for entry in sweep["points"]:
+        assert (swept / entry["run_dir"] / "report.html").is_file()
+        assert f"{entry['run_dir']}/report.html" in page
+    assert (swept / "report-figures" / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
+    again = pipeline("report", str(swept), "--out", str(swept / "again"), cwd=Path.cwd())
+    assert again.returncode == 0, again.stderr
+    assert read(swept / "again" / "report.json")["tradeoff"] == data["tradeoff"]
+
+
 def _history(run_dir: Path) -> list[GaussianSteps]:
     account = read(run_dir / "ledger.json")["datasets"]["members"]
     return [GaussianSteps(**m) for m in account["history"]]

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
+from pipelines.cli import app
 from pipelines.rundir import sha256_of
 from privacy.accounting import format_epsilon
 from tests.browser import launch_browser, render
-from tests.pipelines.cli_testing import one_error_line, pipeline, tiny_sets
+from tests.pipelines.cli_testing import pipeline, tiny_sets
 
 MAIN = ["train-ladp", "prune", "quantize", "evaluate"]
 
@@ -27,6 +29,11 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     proc = pipeline("run", *MAIN, "--run-dir", str(run_dir), *tiny_sets(), cwd=Path.cwd())
     assert proc.returncode == 0, proc.stderr
     return run_dir, proc.stdout
+
+
+def report(*args: str) -> Result:
+    """`pipeline report` in this process (the run itself goes through a subprocess above)."""
+    return CliRunner().invoke(app, ["report", *args])
 
 
 def _data(directory: Path) -> dict[str, Any]:
@@ -133,12 +140,12 @@ def test_a_roc_above_the_dp_bound_is_flagged_in_red_at_the_top(
     run_dir, _ = reported
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken)
-    proc = pipeline("report", str(broken), cwd=Path.cwd())
-    assert proc.returncode == 0, proc.stderr
+    result = report(str(broken))
+    assert result.exit_code == 0, result.output
     assert "Consistency check passed" in (broken / "report.md").read_text()
     _break_the_bound(broken)
-    proc = pipeline("report", str(broken), cwd=Path.cwd())
-    assert proc.returncode == 0, proc.stderr
+    result = report(str(broken))
+    assert result.exit_code == 0, result.output
     page = (broken / "report.html").read_text()
     alert = page.index('<p class="alert">Consistency check failed')
     assert alert < page.index("<h2>Artifacts</h2>")
@@ -158,8 +165,8 @@ def test_report_compares_several_run_dirs(reported: tuple[Path, str], tmp_path: 
     config = other / "config.toml"
     config.write_text(config.read_text().replace("ratio = 0.5", "ratio = 0.25"))
     out = tmp_path / "both"
-    proc = pipeline("report", str(run_dir), str(other), "--out", str(out), cwd=Path.cwd())
-    assert proc.returncode == 0, proc.stderr
+    result = report(str(run_dir), str(other), "--out", str(out))
+    assert result.exit_code == 0, result.output
     data = _data(out)
     points = data["tradeoff"]["points"]
     assert [p["settings"] for p in points] == [{"prune.ratio": 0.5}, {"prune.ratio": 0.25}]
@@ -176,8 +183,9 @@ def test_bad_report_arguments_are_one_line(reported: tuple[Path, str], tmp_path:
         "named twice": [str(run_dir), str(run_dir)],
     }
     for expected, args in cases.items():
-        line = one_error_line(pipeline("report", *args, cwd=Path.cwd()))
-        assert expected in line, line
+        result = report(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and expected in lines[0], result.stderr
 
 
 def test_the_report_shows_the_privacy_card_with_the_owners_attack_results(

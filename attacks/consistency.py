@@ -43,7 +43,7 @@ def clopper_pearson_lower(count: int, n: int, *, confidence: float) -> float:
 class Violation:
     attack: str
     fpr_point: float  # the grid value
-    fpr: float  # the operating point's empirical FPR
+    fpr: float  # the operating point's FPR (an upper bound of it on a downsampled ROC)
     tpr: float
     tpr_lower: float  # the TPR's lower confidence bound
     bound_upper: float  # e^ε · (FPR's upper confidence bound) + δ
@@ -107,7 +107,7 @@ class Strongest:
 
     attack: str
     fpr_point: float  # the grid value
-    fpr: float  # the operating point's empirical FPR, and its corrected upper bound
+    fpr: float  # the operating point's FPR (on a downsampled ROC, the grid value: above it)
     fpr_upper: float
     tpr: float
     tpr_lower: float

@@ -22,7 +22,7 @@ Neither file is part of an artifact's hash (pipelines.artifacts hashes the ONNX 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,8 @@ class CardFacts:
     architecture: str
     input_shape: list[int]
     num_classes: int
-    seed: int
+    # None with reproducible noise: the seed would rebuild the noise, so it stays off the card.
+    seed: int | None
     splits: dict[str, int]
     public_uses: list[str]
     test_uses: list[str]
@@ -126,6 +127,8 @@ class CardFacts:
     attacked_file: str
     attack_metadata: bool
     searched: list[str] = field(default_factory=list)  # stages that ran a private search
+    # Set by `pipeline sweep` when this file is one of several points on the same members.
+    selection: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -315,7 +318,7 @@ def card_facts(
         architecture=_architecture(ctx),
         input_shape=list(ctx.dataset.in_shape),
         num_classes=ctx.dataset.num_classes,
-        seed=ctx.seed,
+        seed=None if ctx.noise_mode == REPRODUCIBLE else ctx.seed,
         splits={name: len(ctx.splits[name]) for name in SPLIT_NAMES},
         public_uses=list(dict.fromkeys(public_uses)),
         test_uses=list(dict.fromkeys(test_uses)),
@@ -381,16 +384,19 @@ def _warnings(facts: CardFacts) -> list[str]:
     if facts.noise == REPRODUCIBLE:
         lines.append(
             f"**Warning: {REPRODUCIBLE_WARNING}.** The seed is recorded in the run's "
-            "config.toml: whoever has it can rebuild the noise, so the guarantee below "
-            "does not hold against them. This file is for experiments, not for release."
+            "config.toml (and left out of this card): whoever has it can rebuild the noise, so "
+            "the guarantee below does not hold against them. This file is for experiments, not "
+            "for release."
         )
     if facts.defense is not None:
         lines.append(
             f"**{NOT_DP_HEADING}.** This model was trained with the membership-inference "
-            f"defense `{facts.defense}`, a heuristic: it lowers what the attacks below measure "
+            f"defense `{facts.defense}`, a heuristic: it lowers what the audit's attacks measure "
             "on this data and promises nothing against an attack nobody ran."
         )
-    elif not facts.private:
+    if facts.selection is not None:
+        lines.append(_selection_warning(facts.selection))
+    if facts.defense is None and not facts.private:
         reads = [s.stage for s in facts.steps if s.privacy == "none"]
         lines.append(
             f"**{NOT_PRIVATE_HEADING}.** The members were read without a DP mechanism "
@@ -398,6 +404,29 @@ def _warnings(facts: CardFacts) -> list[str]:
             "guarantee."
         )
     return lines
+
+
+def _selection_warning(selection: dict[str, Any]) -> str:
+    composed = selection.get("composed_epsilon")
+    words = (
+        f"ε = {_epsilon(composed)}, δ = {selection.get('composed_delta'):g}"
+        if composed is not None
+        else "ε = ∞ (a point read the members without DP)"
+    )
+    return (
+        f"**One of {selection['points']} sweep points on the same members** (sweep "
+        f"`{selection['sweep']}`, sweep.json). This file's own ε holds for it released alone; "
+        f"if it was chosen among the points, or several are shipped, what holds is the "
+        f"composed {words}. A choice made by the attack results reads the members again and "
+        "is covered by neither."
+    )
+
+
+def note_selection(folder: Path, selection: dict[str, Any]) -> None:
+    """Add (or replace) the sweep's selection note in the card of a folder, both files."""
+    facts = replace(read_card_facts(folder), selection=selection)
+    write_json(folder / FACTS_FILE, facts.to_json())
+    write_atomic(folder / CARD_FILE, privacy_card_markdown(facts))
 
 
 def _model_section(facts: CardFacts) -> list[str]:
@@ -426,7 +455,8 @@ def _guarantee_section(facts: CardFacts) -> list[str]:
     if facts.private:
         lines.append(
             "- Record-level (ε, δ)-differential privacy under add/remove neighbours (one "
-            "member more or fewer), for the files above, their metadata and this card."
+            "member more or fewer), for the files above, their metadata and this card (the "
+            "number of members it states is public: the accounting reads it)."
         )
     if facts.private or facts.noise == REPRODUCIBLE:
         lines.append(f"- Noise: {facts.noise_note}")
@@ -441,7 +471,7 @@ def _guarantee_section(facts: CardFacts) -> list[str]:
 
 
 SPLIT_ROLES = {
-    "members": "the private training set: what ε protects",
+    "members": "the private training set",
     "nonmembers": "private, held out from the same pool; never trained on; the audit's negatives",
     "population": "the auditor's attacker data (reference models); not trained on",
 }
@@ -462,6 +492,8 @@ def _data_section(facts: CardFacts) -> list[str]:
             role = f"declared public: {'; '.join(facts.test_uses)}"
         else:
             role = SPLIT_ROLES.get(name, "")
+            if name == "members" and facts.private:
+                role += ": what ε protects"
         lines.append(f"| {name} | {count:,} | {role} |")
     return lines
 
@@ -490,6 +522,8 @@ def _defaults_line(facts: CardFacts) -> str:
     )
     if facts.dataset != "mnist5k":
         base += f"; this run's data set is `{facts.dataset}`, so they were not chosen on it"
+    elif facts.seed is None:
+        base += "; this run's seed stays off the card (reproducible noise)"
     elif facts.seed == 0:
         base += "; this run is seed 0, so they were chosen off its members"
     else:
@@ -510,15 +544,16 @@ def _covers_section(facts: CardFacts) -> list[str]:
     lines = ["## What ε covers, and what it does not", ""]
     if facts.private:
         holder = (
-            "and the seed"
+            "who has the code, config.toml and the seed"
             if facts.noise != REPRODUCIBLE
-            else "but NOT the seed (reproducible noise: ε does not hold against its holder)"
+            else "who has the code but neither config.toml nor the seed (reproducible noise: "
+            "ε does not hold against anyone who has them)"
         )
         lines += [
             "Covered:",
             "",
             f"- The files in this folder, their ONNX metadata and this card, against an "
-            f"adversary who has the code and config.toml {holder}.",
+            f"adversary {holder}.",
             f"- Spent ε on the members: {', '.join(dp)}.",
         ]
         if post:
@@ -544,9 +579,13 @@ def _covers_section(facts: CardFacts) -> list[str]:
         "accounting reads it).",
         "- The public and test splits are not protected (their uses are listed above).",
         f"- {_defaults_line(facts)}",
-        f"- Seeds: run.seed = {facts.seed} is public; it fixes the split, initial weights, "
-        "references and attacks"
-        + (", and here also the noise." if facts.noise == REPRODUCIBLE else ", never the noise."),
+        (
+            "- Seeds: run.seed is in config.toml; it fixes the split, initial weights, "
+            "references, attacks and here also the noise, so it is left out of this card."
+            if facts.seed is None
+            else f"- Seeds: run.seed = {facts.seed} is public; it fixes the split, initial "
+            "weights, references and attacks, never the noise."
+        ),
         "- Each artifact's ε is its own lineage's; shipping artifacts of this run that come "
         "from different releases is covered by the run's total (ledger.json `total`) instead.",
         "- Record level, not person level: someone who contributed k records is protected as a "

@@ -23,19 +23,18 @@ import itertools
 import os
 import re
 import time
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipelines.errors import PrivcompError
 from pipelines.executors import EXECUTORS, Executor, LocalExecutor, make_executor
+from pipelines.privacy_card import FACTS_FILE, note_selection
 from pipelines.progress import Reporter
 from pipelines.report import write_sweep_report
 from pipelines.rundir import locked, read_json, write_json
+from pipelines.selection import PointPrivacy, composed_privacy
 
 SCHEMA_VERSION = 1
 SWEEP_FILE = "sweep.json"
@@ -43,12 +42,7 @@ LOG_FILE = "sweep.log"
 REFERENCES = "references"  # <out>/references: the points' shared reference models
 # From a point's run dir <out>/runs/<point>: relative, so that the sweep folder can move.
 REFERENCE_CACHE = f"../../{REFERENCES}"
-# The relation under which every privcomp DP mechanism is accounted (Opacus's add/remove; the
-# ledger composes only such spends). A spend that names another in details["neighbours"] is
-# refused rather than composed with them.
-NEIGHBOURS = "add/remove"
 SWEEP_KEYS = ("evaluate.executor", "evaluate.reference_cache")  # the sweep's own settings
-NOT_PRIVATE = "a point of this group read the members without DP: the composed ε is infinite"
 SWEEP_PRIVACY = (
     "Choosing one of several DP runs on the same members is itself a selection: each point's "
     "epsilon holds for it released alone; composed_epsilon bounds releasing every point of its "
@@ -236,187 +230,6 @@ def run_point(job: PointJob) -> dict[str, Any]:
     return {"name": job.point.name, "status": "ok", "error": None, "seconds": seconds}
 
 
-# ---- privacy of the sweep ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PointPrivacy:
-    """One run dir's privacy beside its group's (the run dirs whose members overlap)."""
-
-    run_dir: Path
-    group: str | None  # None: the run dir holds no split (it read nothing)
-    epsilon: float | None  # its own: the members' total in its ledger (None: not private)
-    delta: float | None
-    composed_epsilon: float | None  # every DP release on its group's members (None: infinite)
-    composed_delta: float | None
-    accountant: str | None
-    releases: int  # DP releases of the members in this run dir
-    note: str = ""
-
-
-@dataclass
-class _RunPrivacy:
-    run_dir: Path
-    dataset: tuple[str, str]
-    members: np.ndarray | None
-    spends: list[Any]  # pipelines.spend.Spend: the counted DP releases on the members
-    private: bool
-    own: tuple[float | None, float | None] | None  # from ledger.json
-    delta: float | None  # the δ its ledger composes at
-
-
-def _read_run(run_dir: Path) -> _RunPrivacy:
-    from pipelines.data import Splits
-    from pipelines.releases import ReleaseLog
-    from pipelines.spend import DEFAULT_DATASET
-
-    splits_file, config_file, ledger_file = (
-        run_dir / "splits.json",
-        run_dir / "config.toml",
-        run_dir / "ledger.json",
-    )
-    members = None
-    if splits_file.is_file():
-        members = np.sort(Splits.from_json(splits_file.read_text())[DEFAULT_DATASET])
-    run: dict[str, Any] = {}
-    if config_file.is_file():
-        run = tomllib.loads(config_file.read_text()).get("run", {})
-    spends = []
-    for release in ReleaseLog(run_dir).counted(run_dir):
-        spend = release.spend
-        relation = spend.details.get("neighbours", NEIGHBOURS)
-        if relation != NEIGHBOURS:
-            raise PrivcompError(
-                f"{run_dir}: stage '{release.stage}' is accounted under {relation} neighbours, "
-                f"not {NEIGHBOURS}; its ε cannot be composed with the others'"
-            )
-        if spend.kind == "dp" and spend.dataset == DEFAULT_DATASET:
-            spends.append(spend)
-    private, own, delta = True, None, None
-    if ledger_file.is_file():
-        ledger = read_json(ledger_file)
-        account = ledger.get("datasets", {}).get(DEFAULT_DATASET)
-        if account is not None:
-            private = bool(account.get("private", True))
-            own = (account.get("epsilon"), account.get("delta"))
-        delta = (ledger.get("budget") or {}).get("delta")
-    if delta is None and spends:
-        delta = spends[0].delta  # the ledger's rule: the first DP spend's δ
-    dataset = (str(run.get("dataset", "")), str(run.get("data_root", "")))
-    return _RunPrivacy(run_dir, dataset, members, spends, private, own, delta)
-
-
-def _groups(runs: Sequence[_RunPrivacy]) -> list[list[int]]:
-    """Connected components of "same data set and intersecting members" (identical members
-    are the usual case; overlapping ones, e.g. another seed's split, hold the same people)."""
-    parent = list(range(len(runs)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in itertools.combinations(range(len(runs)), 2):
-        a, b = runs[i], runs[j]
-        if a.members is None or b.members is None or a.dataset != b.dataset:
-            continue
-        if np.intersect1d(a.members, b.members, assume_unique=True).size:
-            parent[find(j)] = find(i)
-    components: dict[int, list[int]] = {}
-    for i, run in enumerate(runs):
-        if run.members is not None:
-            components.setdefault(find(i), []).append(i)
-    return list(components.values())
-
-
-def _group_name(runs: Sequence[_RunPrivacy]) -> str:
-    members = [r.members for r in runs if r.members is not None]
-    union = np.unique(np.concatenate(members)).astype(np.int64)
-    digest = hashlib.sha256("\0".join(runs[0].dataset).encode() + union.tobytes())
-    return digest.hexdigest()[:12]
-
-
-def composed_privacy(run_dirs: Sequence[Path]) -> list[PointPrivacy]:
-    """Each run dir's own ε beside the composed ε of every DP release on the members of its
-    group (run dirs on the same data set whose members overlap), one entry per run dir in
-    order.
-
-    The composition is the ledger's (pipelines.ledger): the concatenated history of the group's
-    releases (each run dir's release log: every DP release it made, an interrupted one
-    included), by the accountant of the first, at one δ: the δ the ledgers compose at (budget.delta
-    or the first spend's), the smallest of them where the run dirs differ (so that no point's
-    own ε is at a smaller δ than the composition's). A run dir that read its members without DP
-    makes its group's composed ε infinite (None)."""
-    from pipelines.ledger import Budget, Ledger
-
-    runs = [_read_run(Path(d)) for d in run_dirs]
-    out: list[PointPrivacy | None] = [None] * len(runs)
-    for component in _groups(runs):
-        group = [runs[i] for i in component]
-        name = _group_name(group)
-        deltas = sorted({r.delta for r in group if r.delta is not None})
-        delta = deltas[0] if deltas else None
-        notes = []
-        if len(deltas) > 1:
-            notes.append(f"the points compose at different δ: composed at the smallest, {delta:g}")
-        if not all(r.private for r in group):
-            composed: tuple[float | None, float | None, str | None] = (None, None, None)
-            notes.append(NOT_PRIVATE)
-        elif len(group) == 1 and group[0].own is not None:
-            own = group[0].own
-            composed = (own[0], own[1], _accountant(group[0].run_dir))
-        else:
-            ledger = Ledger(Budget(delta=delta))
-            for run in group:
-                for k, spend in enumerate(run.spends, start=1):
-                    ledger.record_elsewhere(f"{run.run_dir.name}#{k}", spend)
-            total = ledger.dataset_total()
-            composed = (total.epsilon, total.delta, total.accountant)
-        for i, run in zip(component, group, strict=True):
-            epsilon, own_delta = run.own if run.own is not None else _alone(run)
-            if not run.private:
-                epsilon, own_delta = None, None
-            out[i] = PointPrivacy(
-                run_dir=run.run_dir,
-                group=name,
-                epsilon=epsilon,
-                delta=own_delta,
-                composed_epsilon=composed[0],
-                composed_delta=composed[1],
-                accountant=composed[2],
-                releases=len(run.spends),
-                note="; ".join(notes),
-            )
-    for i, run in enumerate(runs):
-        if out[i] is None:  # no split: the run never read its members
-            note = "no splits.json: nothing was read or released"
-            out[i] = PointPrivacy(run.run_dir, None, 0.0, 0.0, 0.0, 0.0, None, 0, note)
-    return [p for p in out if p is not None]
-
-
-def _alone(run: _RunPrivacy) -> tuple[float | None, float | None]:
-    """A run dir's own ε from its release log (where its ledger.json is missing)."""
-    from pipelines.ledger import Budget, Ledger
-
-    ledger = Ledger(Budget(delta=run.delta))
-    for k, spend in enumerate(run.spends, start=1):
-        ledger.record_elsewhere(f"#{k}", spend)
-    total = ledger.dataset_total()
-    return total.epsilon, total.delta
-
-
-def _accountant(run_dir: Path) -> str | None:
-    from pipelines.spend import DEFAULT_DATASET
-
-    ledger_file = run_dir / "ledger.json"
-    if not ledger_file.is_file():
-        return None
-    account = read_json(ledger_file).get("datasets", {}).get(DEFAULT_DATASET) or {}
-    accountant = account.get("accountant")
-    return None if accountant is None else str(accountant)
-
-
 # ---- the sweep -----------------------------------------------------------------------------
 
 
@@ -521,6 +334,7 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
             "groups": _group_entries(entries, privacy),
         }
         write_json(out / SWEEP_FILE, sweep)
+        _note_selection_on_cards(out, entries)
     failed = [e for e in entries if e["status"] != "ok"]
     if len(failed) < len(entries):
         try:
@@ -569,6 +383,25 @@ def _point_entry(
             releases=privacy.releases,
         )
     return entry
+
+
+def _note_selection_on_cards(out: Path, entries: Sequence[dict[str, Any]]) -> None:
+    """Each finished point's privacy cards say that it is one of several points on the same
+    members and what the composed ε is (a point picked from the sweep carries that one)."""
+    sizes: dict[str | None, int] = {}
+    for entry in entries:
+        sizes[entry.get("group")] = sizes.get(entry.get("group"), 0) + 1
+    for entry in entries:
+        if entry["status"] != "ok" or sizes[entry.get("group")] < 2:
+            continue
+        selection = {
+            "sweep": out.name,
+            "points": sizes[entry.get("group")],
+            "composed_epsilon": entry.get("composed_epsilon"),
+            "composed_delta": entry.get("composed_delta"),
+        }
+        for facts in sorted((out / entry["run_dir"]).glob(f"*/{FACTS_FILE}")):
+            note_selection(facts.parent, selection)
 
 
 def _group_entries(

@@ -21,6 +21,7 @@ from pipelines.report.collect import (
 from pipelines.report.document import images, to_html, to_markdown
 from pipelines.report.sections import cross_run_blocks, relative_link, run_blocks
 from pipelines.rundir import write_atomic, write_json
+from pipelines.selection import composed_privacy
 
 __all__ = ["SWEEP_FILE", "default_out", "write_report", "write_sweep_report"]
 
@@ -65,7 +66,7 @@ def write_report(
         title = f"privcomp · {run['dataset']} · {run['model']} · {run_dirs[0].name}"
         blocks = run_blocks(report)
     else:
-        tradeoff = cross_run_points(reports, composed)
+        tradeoff = cross_run_points(reports, composed or _composed(run_dirs))
         data["tradeoff"] = tradeoff
         title = f"privcomp · {len(reports)} runs"
         blocks = cross_run_blocks(reports, tradeoff, [_link(d, out) for d in run_dirs])
@@ -81,6 +82,24 @@ def write_report(
     return html
 
 
+def _composed(run_dirs: list[Path]) -> dict[str, dict[str, Any]]:
+    """Each run's composed ε with every other run of the report on overlapping members."""
+    privacy = composed_privacy(run_dirs)
+    sizes: dict[str | None, int] = {}
+    for p in privacy:
+        sizes[p.group] = sizes.get(p.group, 0) + 1
+    return {
+        str(p.run_dir): {
+            "epsilon": p.composed_epsilon,
+            "delta": p.composed_delta,
+            "runs": sizes[p.group],
+            "note": p.note,
+        }
+        for p in privacy
+        if p.group is not None
+    }
+
+
 def write_sweep_report(sweep_dir: Path, out: Path | None = None) -> Path:
     """The cross-run report of a `pipeline sweep` folder: its finished points, each beside the
     composed ε of every point trained on the same members (sweep.json)."""
@@ -94,11 +113,13 @@ def write_sweep_report(sweep_dir: Path, out: Path | None = None) -> Path:
     for point in done:
         sizes[point.get("group") or ""] = sizes.get(point.get("group") or "", 0) + 1
     run_dirs = [sweep_dir / p["run_dir"] for p in done]
+    notes = {g["group"]: g.get("note", "") for g in sweep.get("groups", [])}
     composed = {
         str(run_dir): {
             "epsilon": p.get("composed_epsilon"),
             "delta": p.get("composed_delta"),
             "runs": sizes[p.get("group") or ""],
+            "note": notes.get(p.get("group"), ""),
         }
         for run_dir, p in zip(run_dirs, done, strict=True)
     }

@@ -58,7 +58,7 @@ def _percent(rate: float) -> str:
 def _power_cell(power: dict[str, Any] | None) -> str:
     if not power:
         return "-"
-    verdict = "beats chance" if power["beats_chance"] else "within chance"
+    verdict = "beats chance" if power["beats_chance"] else "not distinguishable from chance"
     interval = _interval(power["tpr"], [power["tpr_lower"], power["tpr_upper"]])
     return f"{power['attack']}: {interval}, {verdict}"
 
@@ -95,12 +95,15 @@ def _top(report: dict[str, Any]) -> list[Block]:
         blocks.append(
             Items(tuple(f"{v['artifact']} ({v['population']}): {v['line']}" for v in found))
         )
+    elif not any(r["findings"] for r in report["rows"]):
+        blocks.append(Paragraph("Consistency check: not made, no attack ran on this run.", "note"))
     elif any(r["epsilon"] is not None for r in report["rows"]):
         blocks.append(
             Paragraph(
                 "Consistency check passed: no attack exceeds TPR = e^ε·FPR + δ beyond its "
                 f"confidence interval at any of {tests}, Bonferroni-corrected over the attacks × "
-                f"FPRs (family-wise α = {ALPHA}).",
+                f"FPRs (family-wise α = {ALPHA} per artifact, on the pair and on the canaries "
+                "apart).",
                 "ok",
             )
         )
@@ -152,7 +155,8 @@ def _artifact_table(report: dict[str, Any]) -> list[Block]:
         "One row per artifact. ε rounded up (∞: not private; a defense is not DP). Latency: "
         "onnxruntime on this machine, where the stage measured it. Strongest attack: the largest "
         "TPR among the attacks run, its interval Bonferroni-corrected for that choice over the "
-        "attacks × FPRs; 'within chance' when the interval does not clear guessing."
+        "attacks × FPRs; 'beats chance' when its lower end exceeds the corrected upper bound of "
+        "the FPR (guessing has TPR = FPR)."
     )
     return [
         Heading(2, "Artifacts"),
@@ -269,6 +273,14 @@ def _shadow(report: dict[str, Any]) -> list[Block]:
     ]
 
 
+def _no_dp(entry: dict[str, Any]) -> str:
+    if entry.get("kind") == "post-processing":
+        return "no private data read"
+    if entry.get("kind") == "none":
+        return "read the members without DP (ε = ∞)"
+    return str(entry.get("kind"))
+
+
 def _ledger(report: dict[str, Any]) -> list[Block]:
     ledger = report["ledger"]
     rows = []
@@ -278,7 +290,7 @@ def _ledger(report: dict[str, Any]) -> list[Block]:
             f"{entry.get('mechanism', '?')}: σ = {entry['noise_multiplier']:.4g}, q = "
             f"{entry['sample_rate']:.4g}, {entry['steps']} steps"
             if dp and "noise_multiplier" in entry
-            else ("spends on " + str(entry.get("dataset", "?")) if dp else "no data read")
+            else ("spends on " + str(entry.get("dataset", "?")) if dp else _no_dp(entry))
         )
         rows.append(
             (
@@ -460,11 +472,16 @@ def cross_run_blocks(
             Paragraph(
                 "Choosing one of several DP runs on the same members is itself a selection "
                 "that looks at the members: the ε that holds for the run you pick is the "
-                "composed ε of every run trained on those members (column 'composed ε'), not "
-                "the run's own.",
+                "composed ε of every run of this report trained on those members (column "
+                "'composed ε'; run dirs not in this report are not counted), not the run's own. "
+                "It covers a choice by accuracy, size and ε, as the Pareto front makes it; a "
+                "choice by the attack power reads the members again and is covered by no ε.",
                 "alert",
             )
         )
+        notes = sorted({n for p in points if (n := (p.get("composed") or {}).get("note"))})
+        if notes:
+            blocks.append(Items(tuple(notes)))
     rows = []
     for i, (point, link) in enumerate(zip(points, links, strict=True), start=1):
         rows.append(
@@ -493,8 +510,9 @@ def cross_run_blocks(
     )
     caption = (
         "Each run's last artifact. Pareto-optimal: no other run is at least as good on test "
-        "accuracy, bytes, attack power (the upper end of the corrected interval) and ε at once "
-        "and better on one."
+        "accuracy, bytes and ε at once and better on one. Attack power (the data owner's check, "
+        "no criterion of the front): the strongest attack's TPR at 1% FPR, its interval "
+        "corrected for picking it."
     )
     front = [rows[i] for i in tradeoff["pareto"]]
     blocks += [

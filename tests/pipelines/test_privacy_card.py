@@ -23,6 +23,7 @@ from pipelines.privacy_card import (
     NOT_DP_HEADING,
     NOT_PRIVATE_HEADING,
     CardFacts,
+    note_selection,
     privacy_card_markdown,
     read_card_facts,
 )
@@ -206,8 +207,11 @@ def test_reproducible_noise_says_epsilon_does_not_hold_against_the_seed(tmp_path
     text = card(run_dir / "02-export")
     assert REPRODUCIBLE_WARNING in text
     assert text.index(REPRODUCIBLE_WARNING) < text.index("## The model")  # up front
-    assert "NOT the seed" in text and "here also the noise" in text
-    assert read_card_facts(run_dir / "02-export").noise == "reproducible"
+    assert "neither config.toml nor the seed" in text and "here also the noise" in text
+    facts = read_card_facts(run_dir / "02-export")
+    assert facts.noise == "reproducible" and facts.seed is None  # the seed rebuilds the noise
+    assert "run.seed = " not in text
+    assert json.loads((run_dir / "02-export" / FACTS_FILE).read_text())["seed"] is None
 
 
 def test_a_defended_run_says_not_dp_and_infinite_epsilon(tmp_path: Path) -> None:
@@ -264,3 +268,23 @@ def test_the_card_renders_a_search_and_a_larger_run_total(dp_run: Path) -> None:
     assert "the private search of train-ladp is inside it" in text
     assert f"the members' total so far is ε = {format_epsilon(facts.epsilon + 2.5)}" in text
     assert "members' total" not in privacy_card_markdown(facts)
+
+
+def test_a_sweep_point_card_says_it_was_one_of_several_and_the_composed_epsilon(
+    dp_run: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "03-quantize"
+    folder.mkdir()
+    for name in (CARD_FILE, FACTS_FILE):
+        (folder / name).write_bytes((dp_run / "03-quantize" / name).read_bytes())
+    selection = {"sweep": "s", "points": 4, "composed_epsilon": 11.2, "composed_delta": 1e-4}
+    for _ in range(2):  # a resumed sweep notes it again: once
+        note_selection(folder, selection)
+    text = card(folder)
+    assert text.count("One of 4 sweep points on the same members") == 1
+    assert "composed ε = 11.2, δ = 0.0001" in text
+    assert text.index("One of 4 sweep points") < text.index("## The model")
+    assert read_card_facts(folder).selection == selection
+    no_dp = {**selection, "composed_epsilon": None}
+    note_selection(folder, no_dp)
+    assert "composed ε = ∞ (a point read the members without DP)" in card(folder)

@@ -171,6 +171,11 @@ def test_report_compares_several_run_dirs(reported: tuple[Path, str], tmp_path: 
     points = data["tradeoff"]["points"]
     assert [p["settings"] for p in points] == [{"prune.ratio": 0.5}, {"prune.ratio": 0.25}]
     assert data["tradeoff"]["pareto"] == [0, 1]  # equal on every objective: neither dominates
+    # The same members twice (a copy of the release): each point's composed ε is both's.
+    for point in points:
+        composed = point["composed"]
+        assert composed["runs"] == 2 and composed["epsilon"] > point["epsilon"]
+    assert "is itself a selection" in (out / "report.html").read_text()
     assert (out / "report-figures" / "tradeoff.png").is_file()
     assert '<table id="runs">' in (out / "report.html").read_text()
 
@@ -209,3 +214,18 @@ def test_the_report_shows_the_privacy_card_with_the_owners_attack_results(
     assert card["text"].splitlines()[0] in section
     assert "not in the card that ships" in section
     assert f"| lira | {lira_auc} [" in section
+
+
+def test_a_run_without_attacks_says_the_check_was_not_made(
+    reported: tuple[Path, str], tmp_path: Path
+) -> None:
+    run_dir, _ = reported
+    quiet = tmp_path / "quiet"
+    shutil.copytree(run_dir, quiet)
+    summary = json.loads((quiet / "summary.json").read_text())
+    for stage in summary["stages"]:
+        stage["attacks"] = {}
+    (quiet / "summary.json").write_text(json.dumps(summary))
+    assert report(str(quiet)).exit_code == 0
+    md = (quiet / "report.md").read_text()
+    assert "Consistency check: not made, no attack ran" in md and "check passed" not in md

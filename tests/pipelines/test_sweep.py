@@ -14,12 +14,12 @@ from typer.testing import CliRunner, Result
 
 from pipelines import sweep as sweep_module
 from pipelines.cli import app
+from pipelines.selection import composed_privacy
 from pipelines.spend import Spend
 from pipelines.sweep import (
     Axis,
     PointJob,
     SweepOptions,
-    composed_privacy,
     default_out,
     parse_grid,
     points,
@@ -113,11 +113,15 @@ def test_the_sweep_writes_a_cross_run_report_with_its_pareto_front(swept: Path) 
             "epsilon": entry["composed_epsilon"],
             "delta": entry["composed_delta"],
             "runs": 4,
+            "note": "",
         }
         assert point["attack"]["tests"] == 2 * 4  # loss, lira × the FPR grid
-    objectives = [
-        (p["test_accuracy"], -p["bytes"], -p["attack"]["tpr_upper"], -p["epsilon"]) for p in points
-    ]
+    # Accuracy, bytes and ε only: attack power is measured on the members, no criterion.
+    assert data["tradeoff"]["objectives"] == {
+        "maximize": ["accuracy"],
+        "minimize": ["bytes", "epsilon"],
+    }
+    objectives = [(p["test_accuracy"], -p["bytes"], -p["epsilon"]) for p in points]
 
     def dominated(i: int) -> bool:
         return any(
@@ -398,3 +402,16 @@ def test_points_run_at_once_in_worker_processes_train_one_set(
     assert len([p for p in (out / "references").iterdir() if p.is_dir()]) == 1
     logs = [(out / p["run_dir"] / "sweep.log").read_text() for p in sweep["points"]]
     assert sorted("reference models (2" in log for log in logs) == [False, True]
+
+
+def test_reproducible_noise_in_a_group_voids_the_composed_epsilon(tmp_path: Path) -> None:
+    """Points with one seed and reproducible noise draw the same noise: composition, which
+    assumes independent noise, does not hold, and the group says so."""
+    a = fake_run(tmp_path / "a", [1, 2, 3], [STEPS])
+    b = fake_run(tmp_path / "b", [1, 2, 3], [STEPS])
+    config = b / "config.toml"
+    config.write_text(config.read_text() + "reproducible_noise = true\n")
+    pa, pb = composed_privacy([a, b])
+    assert "composed ε does not hold" in pa.note and pa.note == pb.note
+    (alone,) = composed_privacy([b])
+    assert alone.note == ""  # one point alone composes nothing

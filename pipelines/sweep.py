@@ -320,7 +320,9 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
         )
         start = time.perf_counter()
         with reporter.task("sweep points run") as progress:
-            results = executor.map(run_point, todo, progress=progress)
+            order = interleaved(todo)
+            done = executor.map(run_point, [todo[i] for i in order], progress=progress)
+            results = [r for _, r in sorted(zip(order, done, strict=True))]
         privacy = composed_privacy([Path(j.run_dir) for j in todo])
         entries = [
             _point_entry(j, d, r, p)
@@ -353,6 +355,19 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
             f"the others are kept, a rerun retries only these): {first['name']}: {first['error']}"
         )
     return sweep
+
+
+def interleaved(todo: Sequence[PointJob]) -> list[int]:
+    """The order the points run in: round-robin over the values of the grid's first key, so
+    that the points running at once differ where the references are trained (a first key that
+    is the training ε gives each its own reference set; points sharing one would wait for its
+    lock in turn)."""
+    by_first: dict[str, list[int]] = {}
+    for i, job in enumerate(todo):
+        first = job.point.settings[0] if job.point.settings else ""
+        by_first.setdefault(first, []).append(i)
+    queues = list(by_first.values())
+    return [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]
 
 
 def _bare(exc: PrivcompError) -> str:

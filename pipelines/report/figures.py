@@ -13,6 +13,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 # Colour-blind-safe colours (Okabe–Ito), each with a dash and a marker so that grey prints work.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -172,6 +173,11 @@ def tradeoff_figure(points: list[dict[str, Any]]) -> bytes:
             )
         if log:
             ax.set_xscale("log")
+            # Ticks at the points' own values, in plain numbers (log minor labels collide).
+            shown = sorted({v for v in x if not math.isnan(v)})
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xticks(shown, [f"{v:.3g}" for v in shown])
+        ax.margins(0.15)  # room for the numbers beside the points at the edges
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(True, color="0.85", linewidth=0.6)

@@ -415,3 +415,14 @@ def test_reproducible_noise_in_a_group_voids_the_composed_epsilon(tmp_path: Path
     assert "composed ε does not hold" in pa.note and pa.note == pb.note
     (alone,) = composed_privacy([b])
     assert alone.note == ""  # one point alone composes nothing
+
+
+def test_points_sharing_references_do_not_run_side_by_side_first() -> None:
+    """Round-robin over the first key: with two workers, the first two points train the two
+    reference sets at once instead of one waiting for the other's lock."""
+    axes = parse_grid(["train-dpsgd.epsilon=2,8", "prune.ratio=0.3,0.5,0.7"])
+    todo = [PointJob(p, tuple(STAGES), None, p.settings, "") for p in points(axes)]
+    order = sweep_module.interleaved(todo)
+    assert sorted(order) == list(range(6))
+    firsts = [todo[i].point.settings[0] for i in order]
+    assert firsts == ["train-dpsgd.epsilon=2", "train-dpsgd.epsilon=8"] * 3

@@ -407,19 +407,18 @@ def inspect_warnings(metadata: dict[str, str]) -> list[str]:
 def main() -> None:
     """The console entry point: a usage error (a bad option value, a missing argument) is one
     line on stderr and exit 2, like every other bad input."""
-    from typer.exceptions import TyperException  # the base of typer's (vendored click) errors
+    from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
     try:
         code = app(standalone_mode=False)
-    except typer.Abort:
+    except Abort:
         sys.exit(130)
-    except TyperException as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `pipeline`: the help
-            exc.show()  # type: ignore[attr-defined]
-            sys.exit(EXIT_USER_ERROR)
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        print(f"error: {' '.join(message.split())} (see --help)", file=sys.stderr)
-        sys.exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
+    except NoArgsIsHelpError as exc:  # bare `pipeline`: the help
+        exc.show()
+        sys.exit(EXIT_USER_ERROR)
+    except ClickException as exc:
+        print(f"error: {' '.join(exc.format_message().split())} (see --help)", file=sys.stderr)
+        sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -25,8 +25,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# make bench: every section of BENCHMARKS.md (hours); make bench SECTION=ladp: one (names:
+# benchmarks/bench_<name>.py).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(SECTION)
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -2,10 +2,12 @@
 
 The cnn (mnist shape 1x28x28, 10 classes, the zoo defaults) on random data at batch 64 and 256
 (PRIVCOMP_BENCH_LADP_BATCHES), one fixed batch per method so that only the step is timed:
-forward, backward, per-example clipping, noise, optimizer step. Median of
-PRIVCOMP_BENCH_LADP_REPEATS steps (default 5) after 2 warm-ups; all methods in one process, one
-torch thread. Opacus 1.6 through PrivacyEngine.make_private (no Poisson sampling, so the batch is
-fixed): flat clipping with hooks, per-layer clipping with hooks, ghost clipping (flat; Opacus has
+forward, backward, per-example clipping, noise, optimizer step. PRIVCOMP_BENCH_LADP_ROUNDS
+rounds (default 5) with the methods interleaved (benchmarks/interleave.py), each measurement the
+median of PRIVCOMP_BENCH_LADP_REPEATS steps (default 5) after 2 warm-ups; ratios are medians of
+per-round ratios; all methods in one process, one torch thread. Opacus 1.6 through
+PrivacyEngine.make_private (no Poisson sampling, so the batch is fixed): flat clipping with
+hooks, per-layer clipping with hooks, ghost clipping (flat; Opacus has
 no per-layer ghost mode). Peak memory (PRIVCOMP_BENCH_LADP_MEMORY, default on): peak RSS over two
 steps minus RSS before them (Linux VmHWM after a reset through /proc/self/clear_refs), one fresh
 process per method and batch (tracemalloc does not see torch's allocator). resnet18 at batch 32
@@ -29,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from benchmarks.interleave import Interleaved, interleaved
 
 TITLE = "LADP: time per DP step (fast path, reference path, Opacus)"
 SHAPE = (1, 28, 28)
@@ -181,31 +185,39 @@ def _peak_mib(name: str, batch: int, arch: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def _try_time(make: Maker, x: torch.Tensor, y: torch.Tensor, arch: str, repeats: int) -> float:
-    """NaN where the method refuses the model (Opacus: torchvision's in-place `out += identity`)."""
-    try:
-        return _time(make(x, y, arch), repeats)
-    except RuntimeError:
-        return math.nan
+def _steps(x: torch.Tensor, y: torch.Tensor, arch: str) -> dict[str, Callable[[], None]]:
+    """Every method's step, built once; a method that refuses the model (Opacus: torchvision's
+    in-place `out += identity`) is left out and reported as failing."""
+    steps = {}
+    for name, make in METHODS.items():
+        try:
+            step = make(x, y, arch)
+            step()
+        except RuntimeError:
+            continue
+        steps[name] = step
+    return steps
 
 
-def _table(arch: str, batches: list[int], repeats: int, memory: bool) -> str:
+def _table(arch: str, batches: list[int], repeats: int, memory: bool, rounds: int) -> str:
     results: dict[int, dict[str, float]] = {}
+    spread: dict[int, dict[str, Interleaved]] = {}
     peaks: dict[int, dict[str, float]] = {}
     for batch in batches:
         x, y = _batch(batch)
         with warnings.catch_warnings():  # Opacus's hook warnings, once per step
             warnings.simplefilter("ignore")
-            results[batch] = {
-                n: _try_time(make, x, y, arch, repeats) for n, make in METHODS.items()
-            }
+            steps = _steps(x, y, arch)
+            timed = {n: (lambda s=s: _time(s, repeats)) for n, s in steps.items()}
+            spread[batch] = interleaved(timed, baseline="non-private SGD", rounds=rounds)
+        results[batch] = {n: spread[batch][n].seconds if n in steps else math.nan for n in METHODS}
         if memory:
             peaks[batch] = {
                 n: _peak_mib(n, batch, arch) if math.isfinite(results[batch][n]) else math.nan
                 for n in METHODS
             }
     head = "| method | " + " | ".join(
-        f"{arch}, batch {b}: ms / step (× non-private)" for b in batches
+        f"{arch}, batch {b}: ms / step (× non-private [min, max])" for b in batches
     )
     if memory:
         head += " | " + " | ".join(f"batch {b}: peak RSS over the step, MiB" for b in batches)
@@ -214,8 +226,10 @@ def _table(arch: str, batches: list[int], repeats: int, memory: bool) -> str:
     for name in METHODS:
         cells = []
         for b in batches:
-            t, base = results[b][name], results[b]["non-private SGD"]
-            cells.append(f"{1e3 * t:.1f} ({t / base:.2f}×)" if math.isfinite(t) else "fails")
+            t = results[b][name]
+            cells.append(
+                f"{1e3 * t:.1f} ({spread[b][name].cell()}×)" if math.isfinite(t) else "fails"
+            )
         if memory:
             cells += [
                 f"{peaks[b][name]:.0f}" if math.isfinite(peaks[b][name]) else "-" for b in batches
@@ -244,11 +258,15 @@ def run() -> str:
     memory = os.environ.get("PRIVCOMP_BENCH_LADP_MEMORY", "1") == "1"
     resnet = os.environ.get("PRIVCOMP_BENCH_LADP_RESNET", "0") == "1"
     load = os.getloadavg()[0]
-    parts = [_table("cnn", batches, repeats, memory)]
+    rounds = int(os.environ.get("PRIVCOMP_BENCH_LADP_ROUNDS", "5"))
+    parts = [_table("cnn", batches, repeats, memory, rounds)]
     if resnet:
-        parts.append(_table("resnet18", [32], max(1, repeats // 2), memory))
+        parts.append(_table("resnet18", [32], max(1, repeats // 2), memory, max(2, rounds // 2)))
     notes = (
-        f"\n\nRandom data (1x28x28, 10 classes), median of {repeats} steps after 2 warm-ups, "
+        f"\n\nRandom data (1x28x28, 10 classes); {rounds} rounds, the methods interleaved "
+        "(A B C … A B C …, each round starting one method later), each measurement the median "
+        f"of {repeats} steps after 2 warm-ups; ms: the median over rounds; ×: the median of the "
+        "per-round ratios to non-private SGD with their min and max; "
         f"1 torch thread; 1-minute load average at the start: {load:.1f} on {os.cpu_count()} "
         "cores (a shared, busy machine: compare ratios within a column).\n\n"
         "- Peak memory: peak RSS over two steps minus RSS before them (VmHWM reset through "

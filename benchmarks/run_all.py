@@ -8,6 +8,7 @@ number in a section is measured in one run, side by side, so ratios survive a no
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import re
 import sys
@@ -20,8 +21,9 @@ HERE = Path(__file__).resolve().parent
 OUTPUT = HERE.parent / "BENCHMARKS.md"
 HEADER = (
     "# Benchmarks\n\n"
-    "Written by `make bench` (`python benchmarks/run_all.py [name ...]`). Numbers inside one\n"
-    "section come from one run on one machine; compare ratios, not absolute seconds.\n"
+    "Written by `make bench` (every section; hours on 2 cores) or `make bench SECTION=name` (one,\n"
+    "the others left as they are). Numbers inside one section come from one run on one machine,\n"
+    "the methods compared interleaved (benchmarks/interleave.py); compare ratios, not seconds.\n"
 )
 
 
@@ -29,13 +31,27 @@ def available() -> list[str]:
     return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
 
 
-def section(name: str, body: str, title: str) -> str:
-    machine = (
-        f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    )
-    stamp = time.strftime("%Y-%m-%d")
+def machine() -> str:
+    """The machine in one line: CPU model, cores, torch threads and build."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
     return (
-        f"<!-- bench:{name} -->\n## {title}\n\n_Measured {stamp} on {machine}._\n\n"
+        f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}"
+    )
+
+
+def section(name: str, body: str, title: str) -> str:
+    stamp = time.strftime("%Y-%m-%d")
+    command = f"make bench SECTION={name}"
+    return (
+        f"<!-- bench:{name} -->\n## {title}\n\n_Measured {stamp} on {machine()} with "
+        f"`{command}` (`python benchmarks/run_all.py {name}`)._\n\n"
         f"{body.strip()}\n<!-- /bench:{name} -->\n"
     )
 

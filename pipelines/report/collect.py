@@ -20,12 +20,12 @@ from typing import Any
 from pipelines.errors import PrivcompError
 from pipelines.findings import findings, headline
 from pipelines.pareto import pareto_front
-from pipelines.rundir import read_json, sha256_of
+from pipelines.privacy_card import CARD_FILE
+from pipelines.rundir import read_json, sha256_of, stage_dir_name
 
 SCHEMA_VERSION = 1
 # The Pareto front's objectives: what a choice covered by the composed ε may look at.
 MAXIMIZE, MINIMIZE = ("accuracy",), ("bytes", "epsilon")
-CARD = "PRIVACY.md"
 REPORT_FILES = ("report.html", "report.md", "report.json")
 FIGURE_DIR = "report-figures"
 SKIPPED = {".lock", *REPORT_FILES}
@@ -39,8 +39,6 @@ def _read(run_dir: Path, name: str) -> Any:
 
 
 def _stage_folders(run_dir: Path, manifest: dict[str, Any]) -> list[tuple[str, Path]]:
-    from pipelines.rundir import stage_dir_name
-
     return [
         (r["name"], run_dir / stage_dir_name(r["position"], r["name"])) for r in manifest["stages"]
     ]
@@ -161,7 +159,7 @@ def _cards(run_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The privacy card beside each ONNX file of the run, as shipped."""
     cards: list[dict[str, Any]] = []
     for row in rows:
-        card = (run_dir / row["artifact"]).parent / CARD
+        card = (run_dir / row["artifact"]).parent / CARD_FILE
         if row["artifact"].endswith(".onnx") and card.is_file():
             path = str(card.relative_to(run_dir))
             if all(c["path"] != path for c in cards):

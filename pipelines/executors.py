@@ -326,7 +326,7 @@ class RayExecutor:
                     label = job_label(jobs[i], i)
                     if attempts[i] > self.max_retries:
                         raise JobFailed(
-                            f"{label}: its worker died {attempts[i]} times "
+                            f"{label}: its worker died in each of {attempts[i]} attempt(s) "
                             f"({type(exc).__name__}); not retried again"
                         ) from None
                     attempts[i] += 1

@@ -3,7 +3,7 @@
 The attacks declare it because they own the jobs: each reference (or mirrored reference) is a
 picklable specification (architecture record, seeds, arrays, paths) and `fn` a module-level
 function, so the same job runs here or in another process. `SerialExecutor` runs them in this
-process; pipelines.executors adds process pools under the same contract.
+process; pipelines.executors adds a process pool and Ray tasks under the same contract.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from pipelines.config import Config, load_config
 from pipelines.context import RunContext
 from pipelines.data import Splits
 from pipelines.errors import PrivcompError
-from pipelines.executors import make_executor
+from pipelines.executors import Executor, check_executor, close_executor, make_executor
 from pipelines.progress import Reporter
 from pipelines.rundir import locked, read_json, write_json
 from pipelines.runner import build_context
@@ -117,16 +117,25 @@ def audit_run(
     *,
     trials: int = DEFAULT_TRIALS,
     steps: int = DEFAULT_STEPS,
-    workers: int = 2,
-    executor: str = "local",
+    workers: int | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
     confidence: float = CONFIDENCE,
     reporter: Reporter | None = None,
 ) -> AuditReport:
-    """Audit the run's training mechanism; write audit.json into the run dir."""
+    """Audit the run's training mechanism; write audit.json into the run dir.
+
+    executor, workers, ray_address: None takes the run's own [run] setting."""
     if trials < 4 or steps < 1 or not 0 < confidence < 1:
         raise PrivcompError("audit: need trials >= 4, steps >= 1 and 0 < confidence < 1")
     reporter = reporter or Reporter()
     config, ledger = _read_run(run_dir)
+    run = config.run
+    executor = run.executor if executor is None else executor
+    check_executor(executor)
+    workers = run.workers if workers is None else workers
+    address = run.ray_address if ray_address is None else ray_address
+    runner = make_executor(executor, workers=workers, address=address, report=reporter.info)
     with locked(run_dir):  # no run may write the ledger while the audit reads it
         return _audit(
             run_dir,
@@ -135,7 +144,7 @@ def audit_run(
             trials=trials,
             steps=steps,
             workers=workers,
-            executor=executor,
+            runner=runner,
             confidence=confidence,
             reporter=reporter,
         )
@@ -149,7 +158,7 @@ def _audit(
     trials: int,
     steps: int,
     workers: int,
-    executor: str,
+    runner: Executor,
     confidence: float,
     reporter: Reporter,
 ) -> AuditReport:
@@ -164,9 +173,11 @@ def _audit(
     settings = section.space().released_settings(entry)
     jobs = _jobs(ctx, engine, settings, trials=trials, steps=steps, workers=workers)
     start = time.perf_counter()
-    runner = make_executor(executor, workers=workers)
     with reporter.task(f"audit: {2 * trials} short trainings of {stage}") as progress:
-        results = runner.map(run_trials, jobs, progress=progress)
+        try:
+            results = runner.map(run_trials, jobs, progress=progress)
+        finally:
+            close_executor(runner)  # a Ray cluster the audit started
     seconds = time.perf_counter() - start
     first = results[0]
     if not math.isclose(first.sample_rate, float(entry["sample_rate"]), rel_tol=1e-12):

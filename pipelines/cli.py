@@ -26,6 +26,10 @@ T = TypeVar("T")
 EXIT_USER_ERROR = 2
 EXIT_AUDIT_FAILED = 3
 EvaluateMode = Literal["each", "last", "none"]  # pipelines.settings.run.EVALUATE_MODES
+EXECUTOR_HELP = (
+    "Where parallel work runs: local (process pool) | serial | ray (at run.ray_address); "
+    "default: [run] executor"
+)
 
 
 def package_version() -> str:
@@ -113,6 +117,7 @@ def run(
         str | None,
         typer.Option(help="Train with a membership-inference defense ([defense.NAME]; not DP)"),
     ] = None,
+    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP)] = None,
 ) -> None:
     """Run stages in order; write the run directory and its report; print the summary table."""
 
@@ -128,7 +133,11 @@ def run(
         from pipelines.table import summary_table
 
         cfg = with_run_settings(
-            load_config(config, set_), seed=seed, evaluate=evaluate, defense=defense
+            load_config(config, set_),
+            seed=seed,
+            evaluate=evaluate,
+            defense=defense,
+            executor=executor,
         )
         if defense is not None and "train" not in stages:
             raise PrivcompError("--defense applies to the train stage, which this run lacks")
@@ -259,8 +268,14 @@ def audit(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with a DP training stage")],
     trials: Annotated[int, typer.Option(help="Short trainings per world")] = 250,
     steps: Annotated[int, typer.Option(help="Steps per training (the canary is in each)")] = 2,
-    workers: Annotated[int, typer.Option(help="Worker processes")] = 2,
-    executor: Annotated[str, typer.Option(help="local | serial")] = "local",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: the run's [run] workers)")
+    ] = None,
+    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP)] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help='Ray cluster: "auto" | HOST:PORT (default: the run\'s run.ray_address)'),
+    ] = None,
 ) -> None:
     """Empirically audit the run's DP training mechanism; exit 3 if a lower bound beats ε."""
 
@@ -274,6 +289,7 @@ def audit(
             steps=steps,
             workers=workers,
             executor=executor,
+            ray_address=ray_address,
             reporter=Reporter(),
         )
         print(report.line())
@@ -301,8 +317,10 @@ def compare_defenses(
     canaries: Annotated[int, typer.Option(help="Member and as many non-member canaries")] = 250,
     references: Annotated[int, typer.Option(help="References per heuristic method")] = 8,
     dp_references: Annotated[int, typer.Option(help="References per DP method")] = 4,
-    workers: Annotated[int, typer.Option(min=1, help="Methods trained at once")] = 2,
-    executor: Annotated[str, typer.Option(help="local | serial")] = "local",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Methods trained at once (default: [run] workers)")
+    ] = None,
+    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP)] = None,
     out: Annotated[Path, typer.Option(help="Comparison folder")] = Path("runs/defense-study"),
     config: Annotated[Path | None, typer.Option(help="TOML configuration file")] = None,
     set_: Annotated[
@@ -357,8 +375,10 @@ def sweep(
     out: Annotated[
         Path | None, typer.Option(help="Sweep folder (default runs/sweep-<digest>)")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Points run at once")] = 2,
-    executor: Annotated[str, typer.Option(help="local | serial")] = "local",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Points run at once (default: [run] workers)")
+    ] = None,
+    executor: Annotated[str | None, typer.Option(help=EXECUTOR_HELP)] = None,
     config: Annotated[Path | None, typer.Option(help="TOML configuration file")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override one setting: section.key=value")

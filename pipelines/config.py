@@ -132,10 +132,11 @@ def with_run_settings(
     seed: int | None = None,
     evaluate: str | None = None,
     defense: str | None = None,
+    executor: str | None = None,
 ) -> Config:
     """The configuration with the command line's own options (`--seed`, `--evaluate`,
-    `--defense`) applied as the typed values they are; they win over the file and `--set`. The
-    input is not changed."""
-    given = {"seed": seed, "evaluate": evaluate}
+    `--defense`, `--executor`) applied as the typed values they are; they win over the file and
+    `--set`. The input is not changed."""
+    given = {"seed": seed, "evaluate": evaluate, "executor": executor}
     config = config.with_values("run", **{k: v for k, v in given.items() if v is not None})
     return config if defense is None else config.with_values("train", defense=defense)

@@ -10,6 +10,7 @@ import numpy as np
 
 from pipelines.config import Config
 from pipelines.data import Dataset, Splits
+from pipelines.executors import Executor, close_executor, make_executor
 from pipelines.ledger import Ledger
 from pipelines.measurements import MeasurementStore
 from pipelines.progress import Reporter
@@ -46,6 +47,24 @@ class RunContext:
     # The attacks the runner will measure on the current stage's output (names, from the
     # configuration, before they are fitted to what the artifact releases; the runner's).
     attacks_planned: tuple[str, ...] = ()
+    _executor: Executor | None = field(default=None, repr=False)
+
+    def executor(self) -> Executor:
+        """The run's executor ([run] executor, workers, ray_address), made at its first use
+        and kept for the run: a Ray cluster starts once; the runner closes it at the end."""
+        if self._executor is None:
+            run = self.config.run
+            self._executor = make_executor(
+                run.executor,
+                workers=run.workers,
+                address=run.ray_address,
+                report=self.reporter.info,
+            )
+        return self._executor
+
+    def close_executor(self) -> None:
+        close_executor(self._executor)
+        self._executor = None
 
     def __post_init__(self) -> None:
         # Every stage, the references and the attacks see the canaries' wrong labels.

@@ -36,7 +36,7 @@ from pipelines.artifacts import (
 from pipelines.config import Config
 from pipelines.context import DP_TRAINING_STAGES, TRAINING_STAGES, RunContext
 from pipelines.errors import PrivcompError
-from pipelines.executors import Executor, make_executor
+from pipelines.executors import Executor
 from pipelines.measurements import Measurement
 from pipelines.mirror import MIRRORED_STAGES, mirror_steps, mirrored_set
 from pipelines.recipes import DefenseRecipe, DPRecipe
@@ -197,8 +197,7 @@ def candidate_pool(ctx: RunContext) -> Candidates:
 
 
 def _executor(ctx: RunContext) -> Executor:
-    cfg = ctx.config.evaluate
-    return make_executor(cfg.executor, workers=cfg.workers)
+    return ctx.executor()  # [run] executor, kept for the run
 
 
 def train_recipe(ctx: RunContext) -> tuple[TrainRecipe | DPRecipe | DefenseRecipe, str]:
@@ -314,8 +313,8 @@ def _trained_or_cached(
         clear(base)  # an attempt that did not finish (a shared folder has one record)
     elif base.exists():
         shutil.rmtree(base)  # made with another recipe or pool: retrain (mirrors included)
-    executor = _executor(ctx)
-    workers = 1 if cfg.executor == "serial" else cfg.workers
+    executor, run = _executor(ctx), ctx.config.run
+    workers = 1 if run.executor == "serial" else run.workers
     label = f"reference models ({cfg.shadow_models}, {described}, {workers} worker(s))"
     start = time.perf_counter()
     with ctx.reporter.task(label) as progress:
@@ -335,7 +334,7 @@ def _trained_or_cached(
     timing = {
         "wall_seconds": round(time.perf_counter() - start, 3),
         "train_seconds": [round(s, 3) for s in refs.seconds],
-        "executor": cfg.executor,
+        "executor": run.executor,
         "workers": workers,
     }
     write_json(base / TIMING, timing)

@@ -21,6 +21,7 @@ from pipelines.context import RunContext
 from pipelines.data import Splits, load_dataset, make_splits
 from pipelines.errors import PrivcompError
 from pipelines.evaluation import measure_latest, wanted_attacks
+from pipelines.executors import check_executor
 from pipelines.ledger import Budget, Ledger
 from pipelines.planning import check_budget, check_run, plan
 from pipelines.progress import Reporter
@@ -67,8 +68,11 @@ def run_pipeline(
     Without it such a stage is refused: fresh noise on the same members is a second release.
     """
     stages, ctx = check_pipeline(names, config=config, run_dir=run_dir, reporter=reporter)
-    with locked(run_dir):
-        return _run_locked(stages, ctx, rerun_dp=rerun_dp)
+    try:
+        with locked(run_dir):
+            return _run_locked(stages, ctx, rerun_dp=rerun_dp)
+    finally:
+        ctx.close_executor()  # a Ray cluster the run started ends with it
 
 
 def check_pipeline(
@@ -80,6 +84,7 @@ def check_pipeline(
     reporter = reporter or Reporter()
     stages = plan(names, config)
     ctx = build_context(config, run_dir, reporter)
+    check_executor(config.run.executor)  # `ray` without Ray: the install line, before any work
     check_run(stages, ctx)
     for stage in stages:
         stage.check(ctx)  # every setting is checked before anything is written

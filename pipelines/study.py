@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import PrivcompError
-from pipelines.executors import Executor, LocalExecutor, make_executor
+from pipelines.executors import check_executor, close_executor, make_executor
 from pipelines.progress import Reporter
 from pipelines.rundir import read_json, stage_dir_name
 from privacy.defenses import DEFENSES
@@ -52,10 +52,13 @@ class StudyOptions:
     canaries: int = DEFAULT_CANARIES
     references: int = 8  # per heuristic method (trained with its defense)
     dp_references: int = 4  # per DP method (trained through the DP engine: slower per model)
-    workers: int = 2
-    executor: str = "local"
+    # How the methods run: None takes [run] executor, workers and ray_address of the user's
+    # configuration (each method then trains its references serially, in its worker).
+    workers: int | None = None
+    executor: str | None = None
     config: Path | None = None  # the user's TOML; the study's own settings win over it
     overrides: tuple[str, ...] = ()  # the user's --set, applied before the study's
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if not self.defenses and not self.epsilons:
@@ -130,7 +133,7 @@ def common_settings(options: StudyOptions) -> list[str]:
         f'run.model="{options.model}"',
         'run.evaluate="last"',
         f"data.canaries={options.canaries}",
-        'evaluate.executor="serial"',
+        'run.executor="serial"',
     ]
 
 
@@ -356,19 +359,30 @@ def run_study(options: StudyOptions, *, reporter: Reporter | None = None) -> dic
     # checked before any method trains.
     build_context(configs[0], options.out, reporter)
     options.out.mkdir(parents=True, exist_ok=True)
+    user = load_config(options.config, list(options.overrides)).run
+    executor_name = options.executor or user.executor
+    check_executor(executor_name)
+    workers = options.workers or user.workers
+    if executor_name != "ray":  # Ray's CPUs are the cluster's; a pool no larger than the cores
+        workers = 1 if executor_name == "serial" else min(workers, os.cpu_count() or 1)
     reporter.info(
         f"defense study: {len(todo)} methods in {options.out} "
-        f"({options.workers} worker(s); each method's log: runs/<method>/study.log)"
+        f"({workers} worker(s), {executor_name}; each method's log: runs/<method>/study.log)"
     )
-    workers = 1 if options.executor == "serial" else min(options.workers, os.cpu_count() or 1)
-    executor: Executor = (
-        LocalExecutor(workers, fresh_workers=True)  # each method's peak memory its own
-        if options.executor == "local"
-        else make_executor(options.executor, workers=workers)
+    # A new worker process per method (fresh_workers): each method's peak memory its own.
+    executor = make_executor(
+        executor_name,
+        workers=workers,
+        address=user.ray_address if options.ray_address is None else options.ray_address,
+        fresh_workers=True,
+        report=reporter.info,
     )
     start = time.perf_counter()
     with reporter.task("methods trained and attacked") as progress:
-        results = executor.map(run_method, todo, progress=progress)
+        try:
+            results = executor.map(run_method, todo, progress=progress)
+        finally:
+            close_executor(executor)  # a Ray cluster the study started
     study = analyse(results)
     study["seconds"] = time.perf_counter() - start
     study["options"] = {

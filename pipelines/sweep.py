@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import PrivcompError
-from pipelines.executors import EXECUTORS, Executor, LocalExecutor, make_executor
+from pipelines.executors import EXECUTORS, check_executor, close_executor, make_executor
 from pipelines.privacy_card import FACTS_FILE, note_selection
 from pipelines.progress import Reporter
 from pipelines.report import write_sweep_report
@@ -42,7 +42,8 @@ LOG_FILE = "sweep.log"
 REFERENCES = "references"  # <out>/references: the points' shared reference models
 # From a point's run dir <out>/runs/<point>: relative, so that the sweep folder can move.
 REFERENCE_CACHE = f"../../{REFERENCES}"
-SWEEP_KEYS = ("evaluate.executor", "evaluate.reference_cache")  # the sweep's own settings
+# The sweep's own settings: how the points run, and their shared references.
+SWEEP_KEYS = ("run.executor", "run.workers", "run.ray_address", "evaluate.reference_cache")
 SWEEP_PRIVACY = (
     "Choosing one of several DP runs on the same members is itself a selection: each point's "
     "epsilon holds for it released alone; composed_epsilon bounds releasing every point of its "
@@ -159,15 +160,18 @@ class SweepOptions:
     stages: tuple[str, ...]
     grid: tuple[str, ...]  # the --grid items as given
     out: Path | None = None  # default: runs/sweep-<digest of stages, grid and configuration>
-    workers: int = 2
-    executor: str = "local"
+    # How the points run: None takes the base configuration's [run] executor, workers and
+    # ray_address (the points themselves then run their references serially, in their worker).
+    workers: int | None = None
+    executor: str | None = None
     config: Path | None = None  # the user's TOML
     overrides: tuple[str, ...] = ()  # the user's --set, under each point's grid values
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise PrivcompError(f"--workers must be >= 1, got {self.workers}")
-        if self.executor not in EXECUTORS:
+        if self.executor is not None and self.executor not in EXECUTORS:
             known = ", ".join(sorted(EXECUTORS))
             raise PrivcompError(f"unknown executor '{self.executor}' (known: {known})")
 
@@ -189,7 +193,7 @@ def point_settings(options: SweepOptions, point: Point) -> tuple[str, ...]:
     return (
         *options.overrides,
         *point.settings,
-        'evaluate.executor="serial"',
+        'run.executor="serial"',
         f'evaluate.reference_cache="{REFERENCE_CACHE}"',
     )
 
@@ -254,6 +258,13 @@ def _check_same_sweep(out: Path, spec: dict[str, Any]) -> None:
         )
 
 
+def _workers(executor: str, workers: int) -> int:
+    """Points at once: one serially; a local pool no larger than the cores; Ray's own CPUs."""
+    if executor == "serial":
+        return 1
+    return min(workers, os.cpu_count() or 1) if executor == "local" else workers
+
+
 def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dict[str, Any]:
     """Check every point, run them (resuming what is done), write and return sweep.json."""
     from rich.console import Console
@@ -263,7 +274,8 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
 
     reporter = reporter or Reporter()
     axes = parse_grid(options.grid)
-    plan(list(options.stages), load_config(options.config, list(options.overrides)))  # the base
+    base = load_config(options.config, list(options.overrides))
+    plan(list(options.stages), base)
     out = options.out or default_out(options)
     for axis in axes:  # each value alone over the base: an error names the value
         for value in axis.values:
@@ -291,13 +303,10 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
         except PrivcompError as exc:
             raise PrivcompError(f"sweep point {job.point.name}: {_bare(exc)}") from None
         digests.append(_digest(to_toml(config), 16))
-    executor_name = options.executor
-    workers = 1 if executor_name == "serial" else min(options.workers, os.cpu_count() or 1)
-    executor: Executor = (
-        LocalExecutor(workers, fresh_workers=True)  # each point's peak memory its own
-        if executor_name == "local"
-        else make_executor(executor_name, workers=workers)
-    )
+    executor_name = options.executor or base.run.executor
+    check_executor(executor_name)
+    workers = _workers(executor_name, options.workers or base.run.workers)
+    address = base.run.ray_address if options.ray_address is None else options.ray_address
     spec = _spec(stages, todo, digests)
     out.mkdir(parents=True, exist_ok=True)
     with locked(out):
@@ -319,9 +328,20 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
             f"each point's log: runs/<point>/{LOG_FILE})"
         )
         start = time.perf_counter()
+        # A new worker process per point (fresh_workers): each point's peak memory its own.
+        executor = make_executor(
+            executor_name,
+            workers=workers,
+            address=address,
+            fresh_workers=True,
+            report=reporter.info,
+        )
         with reporter.task("sweep points run") as progress:
             order = interleaved(todo)
-            done = executor.map(run_point, [todo[i] for i in order], progress=progress)
+            try:
+                done = executor.map(run_point, [todo[i] for i in order], progress=progress)
+            finally:
+                close_executor(executor)  # a Ray cluster the sweep started
             results = [r for _, r in sorted(zip(order, done, strict=True))]
         privacy = composed_privacy([Path(j.run_dir) for j in todo])
         entries = [

@@ -29,7 +29,7 @@ TINY = [
     "evaluate.shadow_models=2",
     "evaluate.shadow_epochs=3",
     "evaluate.samples=60",
-    'evaluate.executor="serial"',
+    'run.executor="serial"',
 ]
 
 

@@ -18,6 +18,12 @@ from typing import Any, ClassVar, Self
 from pipelines.errors import PrivcompError
 from privacy.search import is_candidate_list
 
+# Keys that moved to another section: their old name is refused with the new one.
+MOVED_KEYS = {
+    "evaluate.executor": "run.executor",
+    "evaluate.workers": "run.workers",
+}
+
 
 def setting(default: Any, doc: str, *, searchable: bool = False) -> Any:
     """A key of a section: its default and one line for the README's table."""
@@ -49,6 +55,9 @@ class Section:
         defaults = cls()
         values: dict[str, Any] = {}
         for key, value in table.items():
+            moved = MOVED_KEYS.get(f"{cls.name}.{key}")
+            if moved is not None:
+                raise PrivcompError(f"{origin}: {cls.name}.{key} moved to {moved}")
             if key not in known:
                 listed = ", ".join(known)
                 raise PrivcompError(

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from attacks.signals import AUGMENTATIONS
 from attacks.suite import check_attack_names
-from pipelines.executors import EXECUTORS
 from pipelines.settings.base import Section, one_of, require, setting
 
 # auto: "target" for a DP-trained artifact (references trained like it: stronger attacks,
@@ -43,8 +42,6 @@ class EvaluateSettings(Section):
     shadow_models: int = setting(8, "reference models (shadow, LiRA, RMIA)")
     shadow_epochs: int = setting(10, "epochs of the Adam reference recipe")
     reference_recipe: str = setting("auto", "auto | train (Adam, cheap) | target (like the target)")
-    executor: str = setting("local", "local (process pool) | serial")
-    workers: int = setting(2, "processes training references")
     mirror: bool = setting(False, "pass the references through the artifact's compression")
     augment: str = setting("none", "none | shift: extra query variants for LiRA, RMIA and gap")
     samples: int = setting(500, "members and as many non-members attacked")
@@ -62,9 +59,7 @@ class EvaluateSettings(Section):
     def __post_init__(self) -> None:
         check_attack_names([*self.attacks, *self.audit_attacks])
         one_of("evaluate", "reference_recipe", self.reference_recipe, RECIPES)
-        one_of("evaluate", "executor", self.executor, sorted(EXECUTORS))
         one_of("evaluate", "augment", self.augment, AUGMENTATIONS)
-        require(self.workers >= 1, "evaluate.workers must be >= 1")
         require(0 < self.delta < 1, f"evaluate.delta must be in (0, 1), got {self.delta}")
         require(self.samples >= 1, f"evaluate.samples must be >= 1, got {self.samples}")
         require(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from models.zoo import BASE_MODELS
 from pipelines.errors import PrivcompError
+from pipelines.executors import EXECUTORS
 from pipelines.settings.base import OpenSection, Section, one_of, require, setting
 from privacy.hyperparameters import SearchConfig
 
@@ -21,6 +22,13 @@ class RunSettings(Section):
     seed: int = setting(0, "seed of the split, initial weights, references and attacks")
     data_root: str = setting("", "local folder of a data set that is not embedded")
     evaluate: str = setting("each", "attack the artifact after: each | last | none")
+    # Parallel work (reference, shadow and mirrored models, audit trials, a study's methods, a
+    # sweep's points) goes through one executor (pipelines.executors).
+    executor: str = setting("local", "parallel work: local (process pool) | serial | ray")
+    workers: int = setting(2, "processes (local) or CPUs of the single-node Ray cluster")
+    ray_address: str = setting(
+        "", 'Ray cluster: "" (a single-node one on this machine) | "auto" | "HOST:PORT"'
+    )
     reproducible_noise: bool = setting(
         False,
         "DP noise and sampling from the seed (experiments only: ε does not hold against the seed)",
@@ -28,6 +36,8 @@ class RunSettings(Section):
 
     def __post_init__(self) -> None:
         one_of("run", "evaluate", self.evaluate, EVALUATE_MODES)
+        one_of("run", "executor", self.executor, sorted(EXECUTORS))
+        require(self.workers >= 1, f"run.workers must be >= 1, got {self.workers}")
         if self.model not in BASE_MODELS:
             raise PrivcompError(
                 f"unknown model '{self.model}' (known: {', '.join(sorted(BASE_MODELS))})"

@@ -53,7 +53,7 @@ ATTACK_KEYS = {
 }
 FAST = [
     "run.model=mlp",
-    'evaluate.executor="serial"',
+    'run.executor="serial"',
     "evaluate.shadow_models=2",
     "evaluate.shadow_epochs=2",
     'evaluate.attacks=["loss", "shadow", "lira", "lira-offline", "rmia", "gap"]',
@@ -205,9 +205,9 @@ def test_references_of_dpsgd_use_its_per_example_source(tmp_path: Path) -> None:
     [
         ('evaluate.attacks=["nope"]', "unknown attack"),
         ('evaluate.reference_recipe="dp"', "reference_recipe"),
-        ('evaluate.executor="ray"', "executor"),
+        ('run.executor="nosuch"', "executor"),
         ('evaluate.augment="flip"', "augment"),
-        ("evaluate.workers=0", "workers"),
+        ("run.workers=0", "workers"),
         ("evaluate.shadow_models=1", "shadow_models"),
     ],
 )
@@ -220,7 +220,7 @@ def test_executors_map_in_order_and_raise_job_errors() -> None:
     assert SerialExecutor().map(math.sqrt, [4.0, 9.0]) == [2.0, 3.0]
     assert isinstance(make_executor("local", workers=2), LocalExecutor)
     with pytest.raises(PrivcompError, match="unknown executor"):
-        make_executor("ray")
+        make_executor("nosuch")
     # A job that fails in a worker process fails the map, with its own error.
     with pytest.raises(ValueError, match="math domain error"):
         LocalExecutor(workers=1).map(math.sqrt, [1.0, -1.0])
@@ -229,7 +229,7 @@ def test_executors_map_in_order_and_raise_job_errors() -> None:
 def test_process_pool_trains_the_same_references_as_serial(tmp_path: Path) -> None:
     """Picklable jobs (arch record, seeds, arrays): a worker builds the model from the registry."""
     serial_ctx = make_ctx(tmp_path / "serial")
-    local_ctx = make_ctx(tmp_path / "local", 'evaluate.executor="local"', "evaluate.workers=2")
+    local_ctx = make_ctx(tmp_path / "local", 'run.executor="local"', "run.workers=2")
     serial = reference_set(serial_ctx)
     steps: list[tuple[int, int]] = []
     local_ctx.reporter.task = _recording(steps)  # type: ignore[method-assign]

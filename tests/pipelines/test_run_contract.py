@@ -28,8 +28,8 @@ SETTINGS = [
     'prune.finetune="ladp"',
     "prune.finetune_epochs=1",
     "prune.finetune_epsilon=6.0",
-    'evaluate.executor="local"',
-    "evaluate.workers=2",
+    'run.executor="local"',
+    "run.workers=2",
     'evaluate.attacks=["loss", "lira"]',
 ]
 STAGES = ["train-ladp", "prune"]

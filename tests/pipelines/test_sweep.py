@@ -221,7 +221,7 @@ BAD = [
     (["--grid", "prune.ratio=0.3", "--grid", "prune.ratio=0.5"], "names 'prune.ratio' twice"),
     (["--grid", "train-dpsgd.epsilon=3,3.0"], "names a value twice"),
     (["--grid", "ratio"], "--grid expects section.key=v1,v2,..."),
-    (["--grid", "evaluate.executor=local,serial"], "the sweep sets it for every point"),
+    (["--grid", "run.executor=local,serial"], "the sweep sets it for every point"),
     (["--grid", "nosuch.key=1"], "unknown config section 'nosuch'"),
     (["--grid", "prune.ratio=0.3", "--set", "run.dataset=nosuch"], "unknown dataset 'nosuch'"),
     (["--grid", "prune.ratio=0.3", "--executor", "nosuch"], "unknown executor 'nosuch'"),

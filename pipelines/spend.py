@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from privacy.composition import GaussianSteps, Guarantee, Mechanism, Opaque, RDPCurve
+from privacy.composition import GaussianSteps, Guarantee, Mechanism, Opaque, Parallel, RDPCurve
 
 __all__ = ["DEFAULT_DATASET", "POST_PROCESSING", "Guarantee", "Spend"]
 
@@ -50,8 +50,25 @@ class Spend:
     def mechanism(self) -> Mechanism:
         """The history entry of a "dp" spend, what the ledger composes: its RDP curve when the
         details carry one (`rdp_orders`, `rdp`), else GaussianSteps when they say σ, q and
-        steps, else its (ε, δ)."""
+        steps, else its (ε, δ).
+
+        Federated training (train-fl): `client_steps` (record mode) makes it Parallel, one
+        branch (σ, q, steps of client k) per client; `privacy_level` "client" (client mode)
+        makes it Opaque: its σ, q and steps bound the add/remove-client relation, and the
+        record-level (ε, δ) it implies (group privacy of two) is what composes with the rest."""
         d = self.details
+        if d.get("privacy_level") == "client":
+            if self.epsilon is None or self.delta is None:
+                raise ValueError("a client-level spend needs its record-level (ε, δ)")
+            return Opaque(float(self.epsilon), float(self.delta))
+        if "client_steps" in d:
+            sigma, q = float(d["noise_multiplier"]), float(d["sample_rate"])
+            return Parallel(
+                tuple(
+                    (GaussianSteps(sigma, q, int(s)),) if int(s) > 0 else ()
+                    for s in d["client_steps"]
+                )
+            )
         if "rdp" in d and "rdp_orders" in d:
             orders = tuple(float(a) for a in d["rdp_orders"])
             return RDPCurve(orders, tuple(float(r) for r in d["rdp"]))

@@ -53,14 +53,9 @@ class Spend:
         steps, else its (ε, δ).
 
         Federated training (train-fl): `client_steps` (record mode) makes it Parallel, one
-        branch (σ, q, steps of client k) per client; `privacy_level` "client" (client mode)
-        makes it Opaque: its σ, q and steps bound the add/remove-client relation, and the
-        record-level (ε, δ) it implies (group privacy of two) is what composes with the rest."""
+        branch (σ, q, steps of client k) per client; client mode carries its record-level RDP
+        curve (its σ, q and steps bound the add/remove-client relation only)."""
         d = self.details
-        if d.get("privacy_level") == "client":
-            if self.epsilon is None or self.delta is None:
-                raise ValueError("a client-level spend needs its record-level (ε, δ)")
-            return Opaque(float(self.epsilon), float(self.delta))
         if "client_steps" in d:
             sigma, q = float(d["noise_multiplier"]), float(d["sample_rate"])
             return Parallel(

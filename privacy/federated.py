@@ -14,9 +14,10 @@ Neighbour relations (DESIGN §3; README "What ε covers"):
   Poisson-subsampled Gaussian mechanism with multiplier σ for the add/remove-client relation.
   A record's add/remove is NOT one client's add/remove: its client's update moves from u to u'
   with ||u - u'|| up to 2C (both clipped to C), a replace-one at the client level. It is two
-  add/remove-client steps (D -> the client emptied -> D'), so group privacy of size 2 gives the
-  record-level bound: (ε_c, δ_c) at client level implies (2ε_c, (1 + e^ε_c)·δ_c) per record.
-  `client_level_plan` calibrates σ so that this record-level bound meets the target.
+  add/remove-client steps (D -> the client emptied -> D'), so the record-level bound is group
+  privacy of two: in RDP, by the weak triangle inequality (`record_level_rdp`), an RDP curve
+  the ledger composes with the run's other mechanisms. `client_level_plan` calibrates σ so that
+  this record-level bound meets the target; the client-level ε is reported beside it.
 
 Client assignment is a fixed per-record rule (as PATE's teachers, privacy.pate): a keyed BLAKE2b
 hash of the record's own bytes and label, so one record's presence never moves another record.
@@ -36,16 +37,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from privacy.accounting import check_target_epsilon, compute_epsilon
-from privacy.calibration import calibrate_noise_multiplier
+from privacy.calibration import calibrate_noise_multiplier, smallest_noise_multiplier
 from privacy.composition import GaussianSteps, Parallel
 from privacy.config import sampling_plan
 from privacy.randomness import poisson_sample
+from privacy.rdp import RDP_ORDERS, gaussian_rdp, rdp_epsilon
 
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet")
 PRIVACY_MODES: tuple[str, ...] = ("record", "client")
@@ -211,26 +213,53 @@ def mean_update(
 
 @dataclass(frozen=True)
 class ClientLevelPlan:
-    """Client mode: rounds Poisson-subsampled Gaussian steps (σ, q) on the clients; the
-    client-level guarantee (client_epsilon, client_delta) and the record-level one it implies
-    by group privacy of size 2 (epsilon, delta)."""
+    """Client mode: `rounds` Poisson-subsampled Gaussian steps (σ, q) on the clients. The
+    client-level guarantee (client_epsilon at delta, by the configured accountant) and the
+    record-level RDP curve it implies for two client steps (record_level_rdp), with its
+    (epsilon, delta): what the ledger composes."""
 
     noise_multiplier: float
     sample_rate: float
     rounds: int
     client_epsilon: float
-    client_delta: float
     epsilon: float
     delta: float
+    orders: tuple[float, ...]
+    rdp: tuple[float, ...]
 
     @property
     def mechanism(self) -> GaussianSteps:
         return GaussianSteps(self.noise_multiplier, self.sample_rate, self.rounds)
 
 
-def group_of_two(epsilon: float, delta: float) -> tuple[float, float]:
-    """(ε, δ)-DP for one neighbour step gives (2ε, (1 + e^ε)·δ) for two steps."""
-    return 2 * epsilon, (1 + math.exp(epsilon)) * delta
+def record_level_rdp(
+    *,
+    noise_multiplier: float,
+    sample_rate: float,
+    rounds: int,
+    orders: Sequence[float] = RDP_ORDERS,
+) -> np.ndarray:
+    """Record-level RDP of client mode: a record's add/remove is two add/remove-client steps
+    (D -> its client emptied -> D'), so by the weak triangle inequality of Rényi divergences
+    (Mironov 2017, Prop. 11 with p = q = 2),
+        D_a(P || R) <= (a - 1/2) / (a - 1) * D_2a(P || Q) + D_(2a-1)(Q || R),
+    each term the client-level curve of the rounds (Opacus's subsampled Gaussian, add/remove,
+    both directions) at the doubled order."""
+    lam = np.asarray(orders, dtype=float)
+
+    def curve(at: np.ndarray) -> np.ndarray:
+        return gaussian_rdp(
+            noise_multiplier=noise_multiplier,
+            sample_rate=sample_rate,
+            steps=rounds,
+            orders=tuple(float(a) for a in at),
+        )
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = (lam - 0.5) / (lam - 1) * curve(2 * lam) + curve(2 * lam - 1)
+    # Opacus's log-space sums overflow at the highest doubled orders: a bound of +inf there is
+    # valid (raising a curve is always valid) and those orders are never the best.
+    return np.where(np.isnan(total), np.inf, total)
 
 
 def client_level_plan(
@@ -242,45 +271,44 @@ def client_level_plan(
     accountant: str = "prv",
     noise_multiplier: float | None = None,
 ) -> ClientLevelPlan:
-    """σ for client mode: the client-level target is (ε/2, δ/(1 + e^(ε/2))), so that the
-    record-level bound of group privacy, (2ε_c, (1 + e^ε_c)·δ_c), stays within (ε, δ). A given
-    noise_multiplier is used as is (ValueError when it does not meet the target)."""
+    """σ for client mode, calibrated so that the record-level bound (record_level_rdp at δ)
+    meets the target ε; a given noise_multiplier is used as is (ValueError when it does not)."""
     check_target_epsilon(epsilon)
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    client_delta = delta / (1 + math.exp(epsilon / 2))
+
+    def record_epsilon(sigma: float) -> float:
+        curve = record_level_rdp(noise_multiplier=sigma, sample_rate=sample_rate, rounds=rounds)
+        return rdp_epsilon(curve, delta=delta)
+
     sigma = noise_multiplier
     if sigma is None:
-        sigma = calibrate_noise_multiplier(
-            target_epsilon=epsilon / 2,
-            delta=client_delta,
-            sample_rate=sample_rate,
-            steps=rounds,
-            accountant=accountant,
-        )
-    client_eps = compute_epsilon(
-        noise_multiplier=sigma,
-        sample_rate=sample_rate,
-        steps=rounds,
-        delta=client_delta,
-        accountant=accountant,
-    )
-    record_eps, record_delta = group_of_two(client_eps, client_delta)
+        sigma = smallest_noise_multiplier(record_epsilon, epsilon, start=1.0, factor=2.0)
+    record_eps = record_epsilon(sigma)
     if record_eps > epsilon * (1 + 1e-9):
         raise ValueError(
             f"noise multiplier {sigma:.4g} gives record-level epsilon {record_eps:.4g} > target "
             f"{epsilon:g} over {rounds} rounds at client rate {sample_rate:g}"
         )
+    client_eps = compute_epsilon(
+        noise_multiplier=sigma,
+        sample_rate=sample_rate,
+        steps=rounds,
+        delta=delta,
+        accountant=accountant,
+    )
+    curve = record_level_rdp(noise_multiplier=sigma, sample_rate=sample_rate, rounds=rounds)
     return ClientLevelPlan(
         noise_multiplier=float(sigma),
         sample_rate=float(sample_rate),
         rounds=int(rounds),
         client_epsilon=client_eps,
-        client_delta=client_delta,
         epsilon=record_eps,
-        delta=record_delta,
+        delta=float(delta),
+        orders=RDP_ORDERS,
+        rdp=tuple(float(v) for v in curve),
     )
 
 

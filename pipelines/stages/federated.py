@@ -9,7 +9,8 @@ stage on the members composes with each record's own client's history.
 
 client: central DP at the server (Poisson client sampling at rate q, each decoded update clipped
 to C, N(0, σ²C²) on the sum, division by q·clients); σ, q and rounds bound the add/remove-client
-relation, and the record-level (ε, δ) the ledger composes is its group-of-two bound.
+relation (client_epsilon, reported), and the record level the ledger composes is the RDP curve
+of two client steps (privacy.federated.record_level_rdp).
 
 Update compression (int8, top-k) is applied to what a client sends: in record mode to an
 output of the client's DP mechanism (post-processing); in client mode before the server's clip,
@@ -119,8 +120,9 @@ class TrainFL(Stage[TrainFLSettings]):
                 "steps": plan.rounds,
                 "clip_norm": c.clip_norm,
                 "client_epsilon": plan.client_epsilon,
-                "client_delta": plan.client_delta,
-                "record_level": "group privacy of 2 clients: (2 eps_c, (1 + e^eps_c) delta_c)",
+                "record_level": "two add/remove-client steps: RDP weak triangle inequality",
+                "rdp_orders": list(plan.orders),
+                "rdp": list(plan.rdp),
             }
             return Spend(kind="dp", epsilon=plan.epsilon, delta=plan.delta, details=details)
         client_steps = [plan.steps_per_round * r for r in joined]
@@ -232,7 +234,7 @@ class TrainFL(Stage[TrainFLSettings]):
         if isinstance(plan, ClientLevelPlan):
             metrics["client_level"] = {
                 "epsilon": plan.client_epsilon,
-                "delta": plan.client_delta,
+                "delta": plan.delta,
                 "noise_multiplier": plan.noise_multiplier,
                 "sample_rate": plan.sample_rate,
                 "rounds": plan.rounds,

@@ -15,11 +15,12 @@ session is left as it was found.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,7 +193,7 @@ def make_strategy(plan: ServerPlan, initial: State) -> Any:
         rng=noise_rng,
     )
 
-    class PrivcompStrategy(Strategy):  # type: ignore[misc]
+    class PrivcompStrategy(Strategy):
         def __init__(self) -> None:
             self.current: State = dict(initial)
 
@@ -218,7 +219,8 @@ def make_strategy(plan: ServerPlan, initial: State) -> Any:
             return messages
 
         def aggregate_train(self, server_round: int, replies: Iterable[Any]) -> tuple[Any, Any]:
-            updates, sent, fp32 = [], 0, 0
+            updates: list[Mapping[str, np.ndarray]] = []
+            sent, fp32 = 0, 0
             for reply in replies:
                 if reply.has_error():
                     raise RuntimeError(f"a client failed: {reply.error.reason}")
@@ -261,7 +263,7 @@ def ray_session(num_cpus: int | None) -> Iterator[bool]:
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
-        logging_level="ERROR",
+        logging_level=logging.ERROR,
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
     )
@@ -295,12 +297,9 @@ def simulate(
     initial: State,
     *,
     num_cpus: int | None = None,
-    on_round: Callable[[int, int], None] | None = None,
 ) -> State:
     """Run the federated training in a Flower simulation; returns the final global weights
     (and fills plan's per-round record)."""
-    import logging
-
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
@@ -310,9 +309,10 @@ def simulate(
 
     @client_app.train()
     def train(msg: Message, context: Any) -> Message:
-        config = msg.content["config"]
+        config: Any = msg.content["config"]
         client, round_ = int(config["client"]), int(config["round"])
-        start = {k: a.numpy() for k, a in msg.content["global"].items()}
+        arrays: Any = msg.content["global"]
+        start = {k: a.numpy() for k, a in arrays.items()}
         payload = task.local_update(client, round_, start)
         record = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in payload.items()})
         return Message(RecordDict({"update": record}), reply_to=msg)

@@ -285,7 +285,7 @@ def test_aggregator_template_phases() -> None:
 def test_one_record_more_or_fewer_moves_no_other_record(partition: str) -> None:
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(300, 5)).astype(np.float32), rng.integers(0, 10, 300)
-    kw = {"key": 99, "partition": partition, "alpha": 0.3, "num_classes": 10}
+    kw: dict[str, Any] = {"key": 99, "partition": partition, "alpha": 0.3, "num_classes": 10}
     full = assign_clients(x, y, 6, **kw)
     without = assign_clients(np.delete(x, 17, 0), np.delete(y, 17), 6, **kw)
     assert np.array_equal(np.delete(full, 17), without)
@@ -297,7 +297,10 @@ def test_one_record_more_or_fewer_moves_no_other_record(partition: str) -> None:
 @pytest.mark.parametrize("method", ["none", "int8", "topk"])
 def test_update_compression_round_trips(method: str) -> None:
     rng = np.random.default_rng(1)
-    update = {"w": rng.normal(size=(16, 8)).astype(np.float32), "b": rng.normal(size=8)}
+    update: dict[str, np.ndarray] = {
+        "w": rng.normal(size=(16, 8)).astype(np.float32),
+        "b": rng.normal(size=8),
+    }
     shapes = {k: v.shape for k, v in update.items()}
     back = decode(encode(update, method=method, topk_fraction=0.25), method=method, shapes=shapes)
     err = max(float(np.abs(back[k] - update[k]).max()) for k in update)

@@ -148,7 +148,9 @@ class TrainFLSettings(Section):
     privacy: str = setting(
         "record", "record (local DP-SGD per client) | client (central DP, user level)"
     )
-    epsilon: float = setting(_LADP.epsilon, "target record-level ε (client mode: via 2 x client ε)")
+    epsilon: float = setting(
+        _LADP.epsilon, "target record-level ε (client mode: RDP bound of two client steps)"
+    )
     delta: float = setting(_LADP.delta, "target δ (must be < 1/members)")
     noise_multiplier: float = setting(0.0, "0: calibrate σ to epsilon; > 0: this σ")
     accountant: str = setting(_LADP.accountant, "prv | rdp (Opacus)")

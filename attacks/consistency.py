@@ -80,7 +80,8 @@ def bound_violations(
         tp, fp = round(tpr * n_members), round(fpr * n_nonmembers)
         tpr_lower = clopper_pearson_lower(tp, n_members, confidence=confidence)
         fpr_upper = clopper_pearson_upper(fp, n_nonmembers, confidence=confidence)
-        bound = math.exp(epsilon) * fpr_upper + delta
+        # e^ε overflows past ε ~ 709; a bound above 1 is never violated.
+        bound = math.exp(min(epsilon, 700.0)) * fpr_upper + delta
         if tpr_lower > bound:
             found.append(Violation(attack, point, fpr, tpr, tpr_lower, bound))
     return found

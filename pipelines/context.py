@@ -19,7 +19,9 @@ from privacy.defenses import Defense
 from privacy.randomness import REPRODUCIBLE, SECURE
 
 DP_TRAINING_STAGES = ("train-ladp", "train-dpsgd")
-TRAINING_STAGES = ("train", *DP_TRAINING_STAGES)
+# train-fl trains from scratch like the others; its references use the cheap [train] recipe
+# (evaluate.reference_recipe "auto" mirrors only the single-machine DP engines).
+TRAINING_STAGES = ("train", *DP_TRAINING_STAGES, "train-fl")
 
 
 @dataclass

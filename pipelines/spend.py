@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from privacy.composition import GaussianSteps, Guarantee, Mechanism, Opaque, RDPCurve
+from privacy.composition import GaussianSteps, Guarantee, Mechanism, Opaque, Parallel, RDPCurve
 
 __all__ = ["DEFAULT_DATASET", "POST_PROCESSING", "Guarantee", "Spend"]
 
@@ -50,8 +50,20 @@ class Spend:
     def mechanism(self) -> Mechanism:
         """The history entry of a "dp" spend, what the ledger composes: its RDP curve when the
         details carry one (`rdp_orders`, `rdp`), else GaussianSteps when they say σ, q and
-        steps, else its (ε, δ)."""
+        steps, else its (ε, δ).
+
+        Federated training (train-fl): `client_steps` (record mode) makes it Parallel, one
+        branch (σ, q, steps of client k) per client; client mode carries its record-level RDP
+        curve (its σ, q and steps bound the add/remove-client relation only)."""
         d = self.details
+        if "client_steps" in d:
+            sigma, q = float(d["noise_multiplier"]), float(d["sample_rate"])
+            return Parallel(
+                tuple(
+                    (GaussianSteps(sigma, q, int(s)),) if int(s) > 0 else ()
+                    for s in d["client_steps"]
+                )
+            )
         if "rdp" in d and "rdp_orders" in d:
             orders = tuple(float(a) for a in d["rdp_orders"])
             return RDPCurve(orders, tuple(float(r) for r in d["rdp"]))

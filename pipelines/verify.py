@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from pipelines.spend import Spend
-from privacy.composition import GaussianSteps
+from privacy.composition import GaussianSteps, Mechanism, Opaque, Parallel
 
 EPSILON_RTOL = 1e-9  # the accountant's report of fewer steps may differ in the last digits
 
@@ -35,6 +35,11 @@ def spend_problems(planned: Spend, spent: Spend) -> list[str]:
             problems.append(f"ran σ, q = {got.noise_multiplier}, {got.sample_rate}, not {plan}")
         if got.steps > plan.steps:
             problems.append(f"steps {got.steps} > planned {plan.steps}")
+    elif isinstance(plan, Parallel) and isinstance(got, Parallel):
+        problems.extend(_parallel_problems(plan, got))
+    elif isinstance(plan, Opaque) and isinstance(got, Opaque):
+        if got.epsilon > plan.epsilon * (1 + EPSILON_RTOL) or got.delta > plan.delta:
+            problems.append(f"ran {got}, more than planned {plan}")
     elif plan != got:
         problems.append(f"mechanism {got} != planned {plan}")
     cap, eps = planned.epsilon, spent.epsilon
@@ -47,3 +52,25 @@ def check_spend_matches_plan(stage: str, planned: Spend, spent: Spend) -> None:
     problems = spend_problems(planned, spent)
     if problems:
         raise RuntimeError(f"stage '{stage}' spent another mechanism than admitted: {problems}")
+
+
+def _parallel_problems(plan: Parallel, got: Parallel) -> list[str]:
+    """Federated clients: the same number of parts, each no more than its planned steps."""
+    if len(plan.parts) != len(got.parts):
+        return [f"{len(got.parts)} parallel parts, planned {len(plan.parts)}"]
+    problems = []
+    for k, (planned, ran) in enumerate(zip(plan.parts, got.parts, strict=True)):
+        for step in ran:
+            if not any(_within(step, p) for p in planned):
+                problems.append(f"part {k} ran {step}, not within {planned}")
+    return problems
+
+
+def _within(got: Mechanism, plan: Mechanism) -> bool:
+    if not (isinstance(got, GaussianSteps) and isinstance(plan, GaussianSteps)):
+        return got == plan
+    return (
+        math.isclose(got.noise_multiplier, plan.noise_multiplier, rel_tol=1e-12)
+        and math.isclose(got.sample_rate, plan.sample_rate, rel_tol=1e-12)
+        and got.steps <= plan.steps
+    )

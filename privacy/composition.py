@@ -4,7 +4,9 @@ A history is a sequence of mechanisms: Poisson-subsampled Gaussian steps (LADP, 
 GNMax answer as σ/√2 at q = 1), RDP curves (the private hyper-parameter search) and mechanisms
 known only by (ε, δ). Gaussian steps compose by one accountant (Opacus PRV or RDP: each is an
 adaptive composition theorem), together with any RDP curve in RDP; opaque entries are added
-(basic composition). Each rule is an upper bound, so the result is one for any mix.
+(basic composition). Each rule is an upper bound, so the result is one for any mix. A Parallel
+entry (federated clients on disjoint records) splits the history into one branch per part; the
+bound is the worst branch's.
 """
 
 from __future__ import annotations
@@ -55,7 +57,31 @@ class Opaque:
     delta: float
 
 
-Mechanism = GaussianSteps | RDPCurve | Opaque
+@dataclass(frozen=True)
+class Parallel:
+    """Mechanisms run on disjoint parts of one data set (federated clients, each training on its
+    own records): part k's history is `parts[k]`. Each record is in exactly one part, so what it
+    is exposed to is its own part's history (parallel composition); a history holding this entry
+    is bounded by the worst part, each part composed with everything else in the history."""
+
+    parts: tuple[tuple[GaussianSteps, ...], ...]
+
+
+Mechanism = GaussianSteps | RDPCurve | Opaque | Parallel
+
+
+def branches(history: Sequence[Mechanism]) -> list[tuple[Mechanism, ...]]:
+    """The flat histories a record can have been exposed to: one per choice of a part in every
+    Parallel entry (the parts of two Parallel entries need not be the same partition, so every
+    combination is kept: an upper bound), duplicates removed. No Parallel entry: the history."""
+    flat: list[tuple[Mechanism, ...]] = [()]
+    for mechanism in history:
+        if isinstance(mechanism, Parallel):
+            parts = list(dict.fromkeys(mechanism.parts)) or [()]
+            flat = list(dict.fromkeys(b + part for b in flat for part in parts))
+        else:
+            flat = [b + (mechanism,) for b in flat]
+    return flat
 
 
 def _gaussian_epsilon(history: Sequence[GaussianSteps], *, delta: float, accountant: str) -> float:
@@ -99,7 +125,16 @@ def compose(history: Sequence[Mechanism], *, delta: float, accountant: str = "pr
         raise ValueError(f"unknown accountant '{accountant}' (known: {', '.join(ACCOUNTANTS)})")
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
-    return _compose(tuple(history), delta, accountant)
+    flat = branches(history)
+    if len(flat) == 1:
+        return _compose(flat[0], delta, accountant)
+    # Parallel composition: each record's guarantee is its own branch's; report the worst.
+    results = [_compose(b, delta, accountant) for b in flat]
+    if any(r.epsilon is None for r in results):
+        return Guarantee(None, None, results[0].accountant)
+    worst_eps = max(r.epsilon or 0.0 for r in results)
+    worst_delta = max(r.delta or 0.0 for r in results)
+    return Guarantee(worst_eps, worst_delta, results[0].accountant)
 
 
 @functools.lru_cache(maxsize=256)

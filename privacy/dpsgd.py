@@ -89,10 +89,11 @@ def dpsgd_engine(
     config: LADPConfig,
     seed: int,
     noise_seed: int | None = None,
+    planned_n: int | None = None,
 ) -> LADPEngine:
     """The DP-SGD baseline as an LADPEngine: one flat group; per-example gradients from
     config.per_example ("opacus": Opacus's per-sample gradients; "privcomp": LADP's own
-    clipping, the fast path where supported)."""
+    clipping, the fast path where supported). planned_n: as LADPEngine's."""
     flat = replace(config, allocation="uniform")  # one fixed group: no per-layer allocation
     return LADPEngine(
         model,
@@ -104,6 +105,7 @@ def dpsgd_engine(
         groups=[flat_group(model, clip_norm=config.clip_norm)],
         clipped_sums=per_example_source(config),
         mechanism="dp-sgd",
+        planned_n=planned_n,
     )
 
 

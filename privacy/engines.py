@@ -30,16 +30,28 @@ def build_engine(
     seed: int,
     noise_seed: int | None = None,
     public: Public | None = None,
+    planned_n: int | None = None,
 ) -> LADPEngine:
     """An engine of `kind` on the private (x, y). `public` feeds LADP's allocation (public data
-    only: choosing from it is post-processing); DP-SGD has no allocation and ignores it."""
+    only: choosing from it is post-processing); DP-SGD has no allocation and ignores it.
+    planned_n: the public count q and the steps are planned for (LADPEngine; default len(x))."""
     if kind == "ladp":
         px, py = public if public is not None else (None, None)
         return LADPEngine(
-            model, x, y, config=config, seed=seed, noise_seed=noise_seed, public_x=px, public_y=py
+            model,
+            x,
+            y,
+            config=config,
+            seed=seed,
+            noise_seed=noise_seed,
+            public_x=px,
+            public_y=py,
+            planned_n=planned_n,
         )
     if kind == "dp-sgd":
-        return dpsgd_engine(model, x, y, config=config, seed=seed, noise_seed=noise_seed)
+        return dpsgd_engine(
+            model, x, y, config=config, seed=seed, noise_seed=noise_seed, planned_n=planned_n
+        )
     raise ValueError(f"unknown DP training engine '{kind}' (known: {', '.join(ENGINES)})")
 
 

@@ -160,18 +160,26 @@ class LADPEngine:
         public_x: np.ndarray | None = None,
         public_y: np.ndarray | None = None,
         mechanism: str = "ladp",
+        planned_n: int | None = None,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
         if not np.isfinite(x).all():
             raise ValueError("training data contains NaN or infinite values")
         _check_per_example(model)
+        # planned_n: the number of examples q and the steps are planned for, len(x) by default. A
+        # federated client plans with a public count (the members split evenly over the clients)
+        # instead of its own shard's size, so that its q, steps, σ and the division by the
+        # expected batch size read nothing of its data; sampling still runs over len(x), which
+        # may be 0 (then every step releases noise only, the same mechanism on the empty set).
         n = len(x)
-        config.check(n)
+        plan_n = n if planned_n is None else int(planned_n)
+        config.check(plan_n)
         fixed = groups if groups is not None else layer_groups(model, clip_norm=config.clip_norm)
         self.groups = list(fixed)
         check_groups(model, self.groups)
-        self.q, self.steps_planned, self.sigma, self.steps_allowed = plan_noise(config, n)
+        self.q, self.steps_planned, self.sigma, self.steps_allowed = plan_noise(config, plan_n)
+        self.planned_n = plan_n
         device = next(model.parameters()).device
         if group_schedule is None and config.allocation != "uniform":
             group_schedule = _fisher_schedule(config, public_x, public_y, device=device, seed=seed)
@@ -194,7 +202,7 @@ class LADPEngine:
 
     @property
     def expected_batch_size(self) -> float:
-        return self.q * self.n
+        return self.q * self.planned_n
 
     def groups_for_step(self) -> list[LayerGroup]:
         if not self.group_schedule:

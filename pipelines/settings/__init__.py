@@ -28,7 +28,12 @@ from pipelines.settings.run import (
     RunSettings,
     SearchSettings,
 )
-from pipelines.settings.training import TrainDPSGDSettings, TrainLADPSettings, TrainSettings
+from pipelines.settings.training import (
+    TrainDPSGDSettings,
+    TrainFLSettings,
+    TrainLADPSettings,
+    TrainSettings,
+)
 from privacy.defenses import Defense
 
 SECTIONS: dict[str, type[Section]] = {}
@@ -50,6 +55,7 @@ for _cls in (
     TrainSettings,
     TrainLADPSettings,
     TrainDPSGDSettings,
+    TrainFLSettings,
     SearchSettings,
     PruneSettings,
     QuantizeSettings,
@@ -117,6 +123,10 @@ class Config:
     @property
     def train_dpsgd(self) -> TrainDPSGDSettings:
         return self._typed("train-dpsgd", TrainDPSGDSettings)
+
+    @property
+    def train_fl(self) -> TrainFLSettings:
+        return self._typed("train-fl", TrainFLSettings)
 
     def defense(self) -> Defense | None:
         """The [train] defense with its [defense.NAME] settings; None for an undefended run."""

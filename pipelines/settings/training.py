@@ -130,3 +130,64 @@ class TrainDPSGDSettings(DPTrainingSettings):
 
     def __post_init__(self) -> None:
         one_of(self.name, "per_example", self.per_example, PER_EXAMPLE)
+
+
+@dataclass(frozen=True)
+class TrainFLSettings(Section):
+    """[train-fl]: federated training with Flower (simulation on Ray), record- or client-level
+    DP, accounted by privcomp (privacy.federated)."""
+
+    name = "train-fl"
+    clients: int = setting(4, "number of clients C the members are split into")
+    rounds: int = setting(3, "federated rounds R")
+    client_rate: float = setting(
+        1.0, "Poisson rate q at which each client joins a round (client mode: accounted)"
+    )
+    partition: str = setting("iid", "iid | dirichlet (a per-record rule: keyed hash of the record)")
+    alpha: float = setting(0.5, "dirichlet concentration (smaller: more skewed clients)")
+    privacy: str = setting(
+        "record", "record (local DP-SGD per client) | client (central DP, user level)"
+    )
+    epsilon: float = setting(
+        _LADP.epsilon, "target record-level ε (client mode: RDP bound of two client steps)"
+    )
+    delta: float = setting(_LADP.delta, "target δ (must be < 1/members)")
+    noise_multiplier: float = setting(0.0, "0: calibrate σ to epsilon; > 0: this σ")
+    accountant: str = setting(_LADP.accountant, "prv | rdp (Opacus)")
+    local_epochs: int = setting(1, "local epochs per round (expected passes over a shard)")
+    local_batch_size: int = setting(32, "local (expected) batch size")
+    lr: float = setting(0.0, "local lr; 0: 0.1 (record mode, DP-SGD) or 1e-3 (client mode, Adam)")
+    momentum: float = setting(_LADP.momentum, "record mode: local SGD momentum")
+    clip_norm: float = setting(
+        _LADP.clip_norm, "record: per-example clip norm; client: update clip norm C"
+    )
+    engine: str = setting("dp-sgd", "record mode's local engine: dp-sgd | ladp")
+    update_compression: str = setting("none", "none | int8 | topk: what clients send")
+    topk_fraction: float = setting(0.1, "topk: fraction of each tensor's entries sent")
+    workers: int = setting(0, "Ray CPUs for the clients when privcomp starts Ray (0: all cores)")
+
+    def __post_init__(self) -> None:
+        one_of(self.name, "partition", self.partition, ["iid", "dirichlet"])
+        one_of(self.name, "privacy", self.privacy, ["record", "client"])
+        one_of(self.name, "engine", self.engine, ["dp-sgd", "ladp"])
+        one_of(self.name, "update_compression", self.update_compression, ["none", "int8", "topk"])
+        one_of(self.name, "accountant", self.accountant, ["prv", "rdp"])
+        require(
+            self.clients >= 1 and self.rounds >= 1 and self.local_epochs >= 1,
+            "train-fl: need clients, rounds and local_epochs >= 1",
+        )
+        require(self.local_batch_size >= 1 and self.workers >= 0, "train-fl: bad batch/workers")
+        require(0 < self.client_rate <= 1, "train-fl.client_rate must be in (0, 1]")
+        require(0 < self.topk_fraction <= 1, "train-fl.topk_fraction must be in (0, 1]")
+        numbers = (self.alpha, self.epsilon, self.clip_norm, self.lr, self.noise_multiplier)
+        require(all(math.isfinite(v) for v in numbers), "train-fl: settings must be finite")
+        require(self.alpha > 0 and self.epsilon > 0, "train-fl: need alpha > 0, epsilon > 0")
+        require(self.clip_norm > 0 and self.lr >= 0, "train-fl: need clip_norm > 0, lr >= 0")
+        require(self.noise_multiplier >= 0, "train-fl.noise_multiplier must be >= 0")
+        require(0 <= self.momentum < 1, "train-fl.momentum must be in [0, 1)")
+
+    @property
+    def local_lr(self) -> float:
+        if self.lr > 0:
+            return self.lr
+        return _LADP.lr if self.privacy == "record" else 1e-3

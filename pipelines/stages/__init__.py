@@ -5,10 +5,20 @@ from __future__ import annotations
 
 # isort: off
 from pipelines.stages import training
+from pipelines.stages import federated
 from pipelines.stages import prune, export, quantize
 from pipelines.stages import distill, evaluate
 
 # isort: on
 from pipelines.stage import STAGES
 
-__all__ = ["STAGES", "distill", "evaluate", "export", "prune", "quantize", "training"]
+__all__ = [
+    "STAGES",
+    "distill",
+    "evaluate",
+    "export",
+    "federated",
+    "prune",
+    "quantize",
+    "training",
+]

@@ -13,6 +13,7 @@ space separated), e.g. `evaluate.shadow_epochs=2` for a shorter run.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import statistics
@@ -23,6 +24,8 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+
+from benchmarks.interleave import interleaved
 
 TITLE = "Reference-training speed-up: local process pool and Ray, 1 and 2 workers"
 K = 8
@@ -81,18 +84,20 @@ def run() -> str:
     with tempfile.TemporaryDirectory(prefix="privcomp-bench-scaling-ctx-") as home:
         ctx = _context(overrides, Path(home))
         cfg = ctx.config.evaluate
-        seconds: dict[tuple[str, int], list[float]] = {arm: [] for arm in ARMS}
         starts: dict[tuple[str, int], list[float]] = {arm: [] for arm in ARMS}
         logits: dict[tuple[str, int], np.ndarray] = {}
         load_before = os.getloadavg()[0]
-        for _ in range(rounds):
-            for arm in ARMS:
-                wall, started, out = _train(ctx, *arm)
-                seconds[arm].append(wall)
-                starts[arm].append(started)
-                logits.setdefault(arm, out)
+
+        def measure(arm: tuple[str, int]) -> float:
+            wall, started, out = _train(ctx, *arm)
+            starts[arm].append(started)
+            logits.setdefault(arm, out)
+            return wall
+
+        timed = interleaved(
+            {arm: functools.partial(measure, arm) for arm in ARMS}, baseline=ARMS[0], rounds=rounds
+        )
         load_after = os.getloadavg()[0]
-    base = seconds[ARMS[0]]
     deviation = max(float(np.max(np.abs(logits[a] - logits[ARMS[0]]))) for a in ARMS)
     lines = [
         f"{cfg.shadow_models} reference models of the {ctx.config.run.model} on "
@@ -100,18 +105,19 @@ def run() -> str:
         f"the default candidate pool of {len(candidate_indices(ctx))} examples)"
         + (f", with `{' '.join(overrides)}`" if overrides else "")
         + f"; one torch thread per worker; {rounds} rounds of the four arms interleaved "
-        "(A B C D A B C D ...). Speed-up: the median over the rounds of 1 local worker's seconds "
-        "over the arm's in the same round [min, max]; seconds: the median of the arm's.",
+        "(benchmarks/interleave.py: A B C D, B C D A, …). Speed-up: the median over the rounds "
+        "of 1 local worker's seconds over the arm's in the same round [min, max]; seconds: the "
+        "median of the arm's.",
         "",
         "| executor | workers | seconds (median) | speed-up vs 1 local worker | cluster start, s |",
         "|---|---:|---:|---:|---:|",
     ]
     for arm in ARMS:
-        ratios = [b / s for b, s in zip(base, seconds[arm], strict=True)]
+        t = timed[arm]  # cost ratios to 1 local worker: the speed-up is their reciprocal
         start = f"{statistics.median(starts[arm]):.1f}" if arm[0] == "ray" else "-"
         lines.append(
-            f"| {arm[0]} | {arm[1]} | {statistics.median(seconds[arm]):.1f} | "
-            f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}, {max(ratios):.2f}] | {start} |"
+            f"| {arm[0]} | {arm[1]} | {t.seconds:.1f} | "
+            f"{1 / t.ratio:.2f}x [{1 / t.high:.2f}, {1 / t.low:.2f}] | {start} |"
         )
     lines += [
         "",

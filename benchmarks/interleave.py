@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+
+K = TypeVar("K", bound=Hashable)  # a method's name (any label)
 
 
 @dataclass(frozen=True)
@@ -24,14 +27,14 @@ class Interleaved:
 
 
 def interleaved(
-    methods: Mapping[str, Callable[[], float]], *, baseline: str, rounds: int
-) -> dict[str, Interleaved]:
+    methods: Mapping[K, Callable[[], float]], *, baseline: K, rounds: int
+) -> dict[K, Interleaved]:
     """Each callable measures its method once and returns seconds (or any cost)."""
     if baseline not in methods:
         raise ValueError(f"baseline {baseline!r} is not one of the methods")
     names = list(methods)
-    costs: dict[str, list[float]] = {n: [] for n in names}
-    ratios: dict[str, list[float]] = {n: [] for n in names}
+    costs: dict[K, list[float]] = {n: [] for n in names}
+    ratios: dict[K, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         measured = {n: methods[n]() for n in order}

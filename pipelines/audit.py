@@ -36,7 +36,7 @@ from pipelines.audit_statistics import (
     likelihood_weights,
 )
 from pipelines.config import Config, load_config
-from pipelines.context import RunContext
+from pipelines.context import DP_TRAINING_STAGES, RunContext
 from pipelines.data import Splits
 from pipelines.errors import PrivcompError
 from pipelines.executors import Executor, check_executor, close_executor, make_executor
@@ -103,12 +103,12 @@ def _read_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
 def _training_entry(ledger: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The ledger entry of the run's DP training stage, and its engine (privacy.engines)."""
     for entry in ledger["stages"]:
-        if entry["kind"] == "dp" and "engine" in entry:
+        if entry["kind"] == "dp" and "engine" in entry and entry["stage"] in DP_TRAINING_STAGES:
             return dict(entry), str(entry["engine"])
     raise PrivcompError(
-        "pipeline audit tests a DP training stage (train-ladp or train-dpsgd): this run has "
-        "none whose ledger entry names its engine (runs made before privcomp recorded it "
-        "need a fresh run)"
+        "pipeline audit tests a DP training stage (train-ladp or train-dpsgd; not train-fl, "
+        "whose clients' engines it does not replay): this run has none whose ledger entry names "
+        "its engine (runs made before privcomp recorded it need a fresh run)"
     )
 
 

@@ -232,6 +232,9 @@ def train_recipe(ctx: RunContext) -> tuple[TrainRecipe | DPRecipe | DefenseRecip
             defense=defense, plan=train.plan(), arch=ctx.model_arch(), public=ctx.split("public")
         )
         return like_defended, f"target (train, defense {defense.name})"
+    if trained_by == "train-fl":
+        # No recipe replays a federation (its clients, rounds and aggregation): the Adam one.
+        return adam, "train (train-fl has no target recipe)"
     if trained_by == "train":
         return TrainRecipe(
             epochs=train.epochs,

@@ -237,7 +237,11 @@ def make_strategy(plan: ServerPlan, initial: State) -> Any:
                 step = mean_update(updates, shapes)
             self.current = {k: (self.current[k] + step[k]).astype(np.float32) for k in shapes}
             arrays = ArrayRecord({k: Array(v) for k, v in self.current.items()})
-            return arrays, MetricRecord({"clients": len(updates), "bytes": sent})
+            # Client level: how many came is the sampling's secret (no count in Flower's logs).
+            shown: dict[str, int | float | list[int] | list[float]] = (
+                {} if plan.privacy == "client" else {"clients": len(updates), "bytes": sent}
+            )
+            return arrays, MetricRecord(shown)
 
         def configure_evaluate(
             self, server_round: int, arrays: Any, config: Any, grid: Any

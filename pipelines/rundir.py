@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +33,20 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+    """Standard JSON (what jq and JSON.parse read): a non-finite float, e.g. an RDP curve
+    unbounded at an order, is written as null."""
+    text = json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False)
+    write_atomic(path, text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read_json(path: Path) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,8 @@ class Spend:
             )
         if "rdp" in d and "rdp_orders" in d:
             orders = tuple(float(a) for a in d["rdp_orders"])
-            return RDPCurve(orders, tuple(float(r) for r in d["rdp"]))
+            # JSON has no infinity: an order where the curve is unbounded is stored as null.
+            return RDPCurve(orders, tuple(math.inf if r is None else float(r) for r in d["rdp"]))
         if all(k in d for k in ("noise_multiplier", "sample_rate", "steps")):
             q = float(d["sample_rate"])
             return GaussianSteps(float(d["noise_multiplier"]), q, int(d["steps"]))

@@ -19,6 +19,7 @@ which is applied to the decoded update, so the sensitivity is C whatever a clien
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -122,7 +123,7 @@ class TrainFL(Stage[TrainFLSettings]):
                 "client_epsilon": plan.client_epsilon,
                 "record_level": "two add/remove-client steps: RDP weak triangle inequality",
                 "rdp_orders": list(plan.orders),
-                "rdp": list(plan.rdp),
+                "rdp": [r if math.isfinite(r) else None for r in plan.rdp],  # JSON has no ∞
             }
             return Spend(kind="dp", epsilon=plan.epsilon, delta=plan.delta, details=details)
         client_steps = [plan.steps_per_round * r for r in joined]
@@ -215,11 +216,9 @@ class TrainFL(Stage[TrainFLSettings]):
         load_state(model, state)
         save_model(model.eval(), ctx.stage_dir, arch=arch)
         spend = self._spend(ctx, plan, server.joined)
+        per_update = _per_update(server.bytes_per_round, server.sampled)
         metrics: dict[str, Any] = {
-            "clients_per_round": server.sampled,
-            "rounds_joined": server.joined,
-            "bytes_per_round": server.bytes_per_round,
-            "bytes_per_client_update": _per_update(server.bytes_per_round, server.sampled),
+            "bytes_per_client_update": per_update,
             "fp32_bytes_per_client_update": _per_update(
                 server.fp32_bytes_per_round, server.sampled
             ),
@@ -231,6 +230,19 @@ class TrainFL(Stage[TrainFLSettings]):
                 "train_accuracy": accuracy(predict_logits(model, x), y),
             },
         }
+        if c.privacy == "client":
+            # Which clients the Poisson sampling chose is the mechanism's secret: both ε's rest
+            # on nobody knowing whether a client took part in a round, so neither the counts nor
+            # the bytes per round (a fixed size per update times the count) are written; the
+            # expected bytes per round are (the size of an update is data-independent).
+            metrics["expected_bytes_per_round"] = per_update * c.client_rate * c.clients
+        else:
+            # Record level takes no credit from the client sampling: the counts may be known.
+            metrics.update(
+                clients_per_round=server.sampled,
+                rounds_joined=server.joined,
+                bytes_per_round=server.bytes_per_round,
+            )
         if isinstance(plan, ClientLevelPlan):
             metrics["client_level"] = {
                 "epsilon": plan.client_epsilon,

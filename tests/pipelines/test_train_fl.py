@@ -54,7 +54,7 @@ def _run(tmp: Path, settings: list[str]) -> dict[str, Any]:
     summary = run_pipeline(["train-fl"], config=config, run_dir=tmp, reporter=Reporter())
     result = json.loads((tmp / "01-train-fl" / "result.json").read_text())
     ledger = json.loads((tmp / "ledger.json").read_text())
-    return {"summary": summary, "result": result, "ledger": ledger}
+    return {"summary": summary, "result": result, "ledger": ledger, "run_dir": tmp}
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +161,17 @@ def test_int8_updates_are_at_most_a_third_of_fp32(client_run: dict[str, Any]) ->
     m = client_run["result"]["metrics"]
     assert m["update_compression"] == "int8"
     assert 0 < m["bytes_per_client_update"] <= m["fp32_bytes_per_client_update"] / 3
+
+
+def test_client_mode_writes_no_record_of_which_clients_were_sampled(
+    client_run: dict[str, Any],
+) -> None:
+    """Both of client mode's ε rest on nobody knowing whether a client took part in a round:
+    no file of the run says how many came or who (the expected bytes per round instead)."""
+    m = client_run["result"]["metrics"]
+    for key in ("clients_per_round", "rounds_joined", "bytes_per_round"):
+        assert key not in m and key not in m.get("audit_only", {})
+    assert m["expected_bytes_per_round"] > 0
 
 
 def test_a_ray_session_open_before_train_fl_is_still_usable(client_run: dict[str, Any]) -> None:
@@ -351,3 +362,23 @@ def test_record_mode_histories_compose_per_client_with_a_later_dp_stage() -> Non
     assert math.isclose(after.epsilon, worst.epsilon, rel_tol=1e-9)
     assert after.epsilon < (sequential.epsilon or 0.0)
     assert ledger.dataset_total().epsilon == after.epsilon
+
+
+def test_the_run_files_are_standard_json(client_run: dict[str, Any]) -> None:
+    """No Infinity in the ledger (the record-level RDP curve is unbounded at its top orders):
+    jq and JSON.parse read what privcomp writes, and the ledger reads it back unchanged."""
+    run_dir = Path(client_run["run_dir"])
+    for name in ("ledger.json", "releases.json", "01-train-fl/result.json"):
+        json.loads((run_dir / name).read_text(), parse_constant=_refuse)
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(f"non-standard JSON constant {name}")
+
+
+def test_audit_refuses_a_federated_run_in_one_line(record_run: dict[str, Any]) -> None:
+    from pipelines.audit import audit_run
+    from pipelines.errors import PrivcompError
+
+    with pytest.raises(PrivcompError, match="not train-fl"):
+        audit_run(Path(record_run["run_dir"]), trials=4, steps=1, executor="serial")

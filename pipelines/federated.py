@@ -196,6 +196,7 @@ def make_strategy(plan: ServerPlan, initial: State) -> Any:
     class PrivcompStrategy(Strategy):
         def __init__(self) -> None:
             self.current: State = dict(initial)
+            self.expected = 0  # messages sent this round
 
         def summary(self) -> None:
             pass
@@ -216,11 +217,17 @@ def make_strategy(plan: ServerPlan, initial: State) -> Any:
                     }
                 )
                 messages.append(Message(content, dst_node_id=nodes[int(k)], message_type="train"))
+            self.expected = len(messages)
             return messages
 
         def aggregate_train(self, server_round: int, replies: Iterable[Any]) -> tuple[Any, Any]:
             updates: list[Mapping[str, np.ndarray]] = []
             sent, fp32 = 0, 0
+            replies = list(replies)
+            if len(replies) != self.expected:
+                # A client dropped by Flower's reply timeout would leave the average by how long
+                # it trained (its shard's size): no ε covers that, so the run stops instead.
+                raise RuntimeError(f"{len(replies)} of {self.expected} sampled clients replied")
             for reply in replies:
                 if reply.has_error():
                     raise RuntimeError(f"a client failed: {reply.error.reason}")

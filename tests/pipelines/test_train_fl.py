@@ -244,6 +244,7 @@ def test_the_server_divides_by_q_times_clients_not_by_who_came() -> None:
         clip_norm=10.0,
     )
     strategy = make_strategy(plan, {"w": np.zeros(2, np.float32)})
+    strategy.expected = 1  # as configure_train records for one client
     strategy.aggregate_train(1, _replies([{"w": np.array([1.0, 2.0], np.float32)}]))
     assert np.allclose(strategy.current["w"], [0.5, 1.0])  # / (0.5 · 4), not / 1
 
@@ -259,6 +260,7 @@ def test_the_server_clips_the_decoded_update() -> None:
         clip_norm=1.0,
     )
     strategy = make_strategy(plan, {"w": np.zeros(2, np.float32)})
+    strategy.expected = 1  # as configure_train records for one client
     strategy.aggregate_train(1, _replies([{"w": np.array([30.0, 40.0], np.float32)}], "int8"))
     assert math.isclose(float(np.linalg.norm(strategy.current["w"])), 1.0, rel_tol=1e-3)
 
@@ -382,3 +384,21 @@ def test_audit_refuses_a_federated_run_in_one_line(record_run: dict[str, Any]) -
 
     with pytest.raises(PrivcompError, match="not train-fl"):
         audit_run(Path(record_run["run_dir"]), trials=4, steps=1, executor="serial")
+
+
+def test_a_round_where_a_sampled_client_did_not_reply_stops_the_run() -> None:
+    """Flower drops a client that misses its reply timeout; the average would then depend on
+    how long a client trained (its shard's size), which no ε covers."""
+    plan = ServerPlan(
+        clients=4,
+        rounds=1,
+        client_rate=1.0,
+        privacy="record",
+        compression="none",
+        noise_multiplier=0.0,
+        clip_norm=1.0,
+    )
+    strategy = make_strategy(plan, {"w": np.zeros(2, np.float32)})
+    strategy.expected = 2
+    with pytest.raises(RuntimeError, match="1 of 2 sampled clients replied"):
+        strategy.aggregate_train(1, _replies([{"w": np.array([1.0, 2.0], np.float32)}]))

@@ -183,6 +183,12 @@ def test_a_ray_session_open_before_train_fl_is_still_usable(client_run: dict[str
 # ---- the mechanisms the stage calls ---------------------------------------------------------
 
 
+def _strategy(initial: dict[str, np.ndarray], **plan: Any) -> Any:
+    """The stage's strategy over a one-round, uncompressed, noiseless plan unless told."""
+    settings = {"rounds": 1, "compression": "none", "noise_multiplier": 0.0, **plan}
+    return make_strategy(ServerPlan(**settings), initial)
+
+
 class _Grid:
     def get_node_ids(self) -> list[int]:
         return [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
@@ -236,48 +242,37 @@ def _replies(updates: list[dict[str, np.ndarray]], method: str = "none") -> list
 
 
 def test_the_server_divides_by_q_times_clients_not_by_who_came() -> None:
-    plan = ServerPlan(
-        clients=4,
-        rounds=1,
-        client_rate=0.5,
-        privacy="client",
-        compression="none",
-        noise_multiplier=0.0,
-        clip_norm=10.0,
+    strategy = _strategy(
+        {"w": np.zeros(2, np.float32)}, clients=4, client_rate=0.5, privacy="client", clip_norm=10.0
     )
-    strategy = make_strategy(plan, {"w": np.zeros(2, np.float32)})
     strategy.expected = 1  # as configure_train records for one client
     strategy.aggregate_train(1, _replies([{"w": np.array([1.0, 2.0], np.float32)}]))
     assert np.allclose(strategy.current["w"], [0.5, 1.0])  # / (0.5 · 4), not / 1
 
 
 def test_the_server_clips_the_decoded_update() -> None:
-    plan = ServerPlan(
+    strategy = _strategy(
+        {"w": np.zeros(2, np.float32)},
         clients=1,
-        rounds=1,
         client_rate=1.0,
         privacy="client",
         compression="int8",
-        noise_multiplier=0.0,
         clip_norm=1.0,
     )
-    strategy = make_strategy(plan, {"w": np.zeros(2, np.float32)})
     strategy.expected = 1  # as configure_train records for one client
     strategy.aggregate_train(1, _replies([{"w": np.array([30.0, 40.0], np.float32)}], "int8"))
     assert math.isclose(float(np.linalg.norm(strategy.current["w"])), 1.0, rel_tol=1e-3)
 
 
 def test_the_noise_is_added_and_moves_the_model() -> None:
-    plan = ServerPlan(
+    strategy = _strategy(
+        {"w": np.zeros(20000, np.float32)},
         clients=4,
-        rounds=1,
         client_rate=0.5,
         privacy="client",
-        compression="none",
         noise_multiplier=50.0,
         clip_norm=1.0,
     )
-    strategy = make_strategy(plan, {"w": np.zeros(20000, np.float32)})
     strategy.aggregate_train(1, [])  # nobody came: the noise is still added
     std = float(np.std(strategy.current["w"]))
     assert math.isclose(std, 50.0 * 1.0 / (0.5 * 4), rel_tol=0.03)
@@ -391,16 +386,9 @@ def test_audit_refuses_a_federated_run_in_one_line(record_run: dict[str, Any]) -
 def test_a_round_where_a_sampled_client_did_not_reply_stops_the_run() -> None:
     """Flower drops a client that misses its reply timeout; the average would then depend on
     how long a client trained (its shard's size), which no ε covers."""
-    plan = ServerPlan(
-        clients=4,
-        rounds=1,
-        client_rate=1.0,
-        privacy="record",
-        compression="none",
-        noise_multiplier=0.0,
-        clip_norm=1.0,
+    strategy = _strategy(
+        {"w": np.zeros(2, np.float32)}, clients=4, client_rate=1.0, privacy="record", clip_norm=1.0
     )
-    strategy = make_strategy(plan, {"w": np.zeros(2, np.float32)})
     strategy.expected = 2
     with pytest.raises(RuntimeError, match="1 of 2 sampled clients replied"):
         strategy.aggregate_train(1, _replies([{"w": np.array([1.0, 2.0], np.float32)}]))

@@ -94,11 +94,10 @@ def _attack_seconds(ctx: Any, rows: list[dict[str, Any]], stages: list[str]) -> 
     return lines
 
 
-def _reference_seconds(ctx: Any, workers: int) -> tuple[float, list[float]]:
-    """Train the default reference set from scratch with `workers` processes (wall, per model)."""
+def fresh_references(ctx: Any, executor: Any) -> tuple[float, Any]:
+    """Train the run's reference set from scratch through `executor`: (wall seconds, the set)."""
     from attacks.references import train_references
     from pipelines.evaluation import candidate_pool, train_recipe
-    from pipelines.executors import LocalExecutor
 
     candidates = candidate_pool(ctx)
     recipe, _ = train_recipe(ctx)
@@ -112,9 +111,16 @@ def _reference_seconds(ctx: Any, workers: int) -> tuple[float, list[float]]:
             recipe=recipe,
             seed=ctx.seed,
             directory=Path(work),
-            executor=LocalExecutor(workers),
+            executor=executor,
         )
-        wall = time.perf_counter() - start
+        return time.perf_counter() - start, refs
+
+
+def _reference_seconds(ctx: Any, workers: int) -> tuple[float, list[float]]:
+    """Train the default reference set from scratch with `workers` processes (wall, per model)."""
+    from pipelines.executors import LocalExecutor
+
+    wall, refs = fresh_references(ctx, LocalExecutor(workers))
     return wall, list(refs.seconds)
 
 

@@ -45,12 +45,9 @@ def _context(overrides: list[str], run_dir: Path) -> Any:
 
 def _train(ctx: Any, kind: str, workers: int) -> tuple[float, float, np.ndarray]:
     """(seconds of the map, seconds of starting the executor, the references' logits)."""
-    from attacks.references import train_references
-    from pipelines.evaluation import candidate_pool, train_recipe
+    from benchmarks.bench_attacks import fresh_references
     from pipelines.executors import Executor, LocalExecutor, RayExecutor, close_executor
 
-    candidates = candidate_pool(ctx)
-    recipe, _ = train_recipe(ctx)
     executor: Executor
     start = time.perf_counter()
     if kind == "ray":
@@ -60,19 +57,7 @@ def _train(ctx: Any, kind: str, workers: int) -> tuple[float, float, np.ndarray]
         executor = LocalExecutor(workers)
     started = time.perf_counter() - start
     try:
-        with tempfile.TemporaryDirectory(prefix="privcomp-bench-scaling-") as work:
-            start = time.perf_counter()
-            refs = train_references(
-                candidates.pool.x,
-                candidates.pool.y,
-                k=ctx.config.evaluate.shadow_models,
-                arch=ctx.model_arch(),
-                recipe=recipe,
-                seed=ctx.seed,
-                directory=Path(work),
-                executor=executor,
-            )
-            seconds = time.perf_counter() - start
+        seconds, refs = fresh_references(ctx, executor)
     finally:
         close_executor(executor)
     return seconds, started, refs.logits

@@ -68,8 +68,16 @@ class _Account:
     private: bool = True
     single: Guarantee | None = None  # the mechanism's own report while it is alone
     cached: Guarantee | None = None  # compose() of the current history (PRV takes a second)
+    neighbours: str | None = None  # the relation of every mechanism in the history
 
-    def add(self, mechanism: Mechanism, spend: Spend, budget: Budget) -> None:
+    def add(self, mechanism: Mechanism, spend: Spend, budget: Budget, label: str) -> None:
+        if self.neighbours not in (None, spend.neighbours):
+            raise PrivcompError(
+                f"stage '{label}' is accounted under {spend.neighbours} neighbours and what it "
+                f"composes with under {self.neighbours}: one accountant cannot compose the two "
+                "(a replace-one guarantee is two add/remove steps); refused"
+            )
+        self.neighbours = spend.neighbours
         if self.accountant is None:
             self.accountant = str(spend.details.get("accountant", "prv"))
             self.delta = budget.delta or spend.delta
@@ -123,9 +131,14 @@ class Ledger:
             lineage = self._require_lineage(stage)
             for release in releases:
                 mechanism = release.mechanism
-                self.datasets.setdefault(name, _Account()).add(mechanism, release, self.budget)
-                lineage.add(mechanism, release, self.budget)
-            extra = {"dataset": name, "spend": {"epsilon": spend.epsilon, "delta": spend.delta}}
+                account = self.datasets.setdefault(name, _Account())
+                account.add(mechanism, release, self.budget, stage)
+                lineage.add(mechanism, release, self.budget, stage)
+            extra = {
+                "dataset": name,
+                "neighbours": spend.neighbours,
+                "spend": {"epsilon": spend.epsilon, "delta": spend.delta},
+            }
             if len(releases) > 1:
                 extra["earlier_releases"] = len(releases) - 1
         elif spend.kind == "none":
@@ -155,12 +168,14 @@ class Ledger:
         """A DP release of the members that this pipeline does not build on (another pipeline's
         stage in the same run dir): it counts in its data set's total, in no artifact's lineage."""
         name = spend.dataset
-        self.datasets.setdefault(name, _Account()).add(spend.mechanism, spend, self.budget)
+        account = self.datasets.setdefault(name, _Account())
+        account.add(spend.mechanism, spend, self.budget, label)
         self.entries.append(
             {
                 "stage": label,
                 "kind": "earlier-release",
                 "dataset": name,
+                "neighbours": spend.neighbours,
                 "spend": {"epsilon": spend.epsilon, "delta": spend.delta},
                 "note": "released in this run dir by another pipeline: counted in the total",
             }
@@ -231,6 +246,7 @@ class Ledger:
             datasets[name] = {
                 **asdict(account.guarantee()),
                 "private": account.private,
+                "neighbours": account.neighbours,
                 "history": [asdict(m) for m in account.history],
             }
         return {

@@ -15,13 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.errors import PrivcompError
 from pipelines.rundir import read_json
 
-# The relation under which every privcomp DP mechanism is accounted (Opacus's add/remove; the
-# ledger composes only such spends). A spend that names another in details["neighbours"] is
-# refused rather than composed with them.
-NEIGHBOURS = "add/remove"
 NOT_PRIVATE = "a point of this group read the members without DP: the composed ε is infinite"
 REPRODUCIBLE_GROUP = (
     "a point of this group drew its noise from its seed (run.reproducible_noise): points with one "
@@ -76,12 +71,6 @@ def _read_run(run_dir: Path) -> _RunPrivacy:
     spends = []
     for release in ReleaseLog(run_dir).counted(run_dir):
         spend = release.spend
-        relation = spend.details.get("neighbours", NEIGHBOURS)
-        if relation != NEIGHBOURS:
-            raise PrivcompError(
-                f"{run_dir}: stage '{release.stage}' is accounted under {relation} neighbours, "
-                f"not {NEIGHBOURS}; its ε cannot be composed with the others'"
-            )
         if spend.kind == "dp" and spend.dataset == DEFAULT_DATASET:
             spends.append(spend)
     private, own, delta = True, None, None
@@ -140,7 +129,8 @@ def composed_privacy(run_dirs: Sequence[Path]) -> list[PointPrivacy]:
     included), by the accountant of the first, at one δ: the δ the ledgers compose at (budget.delta
     or the first spend's), the smallest of them where the run dirs differ (so that no point's
     own ε is at a smaller δ than the composition's). A run dir that read its members without DP
-    makes its group's composed ε infinite (None)."""
+    makes its group's composed ε infinite (None); releases under different neighbour relations
+    are refused (PrivcompError), as the ledger refuses them."""
     from pipelines.ledger import Budget, Ledger
 
     runs = [_read_run(Path(d)) for d in run_dirs]

@@ -8,11 +8,17 @@ from typing import Any
 
 from privacy.composition import GaussianSteps, Guarantee, Mechanism, Opaque, Parallel, RDPCurve
 
-__all__ = ["DEFAULT_DATASET", "POST_PROCESSING", "Guarantee", "Spend"]
+__all__ = ["ADD_REMOVE", "DEFAULT_DATASET", "POST_PROCESSING", "Guarantee", "Spend"]
 
 KINDS = ("dp", "none", "post-processing")
 LINEAGES = ("new", "continue", "keep")
 DEFAULT_DATASET = "members"
+# The neighbour relation a "dp" spend's (ε, δ) holds under. Every privcomp mechanism is accounted
+# under add/remove one record (Opacus's accountants; train-fl's client mode converts to it); a
+# replace-one guarantee is a different claim (replace-one = two add/remove steps), so the ledger
+# refuses to compose spends of different relations rather than mix them.
+ADD_REMOVE = "add/remove"
+NEIGHBOUR_RELATIONS = (ADD_REMOVE, "replace-one")
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,8 @@ class Spend:
 
     lineage "new": the artifact starts a lineage (trained from scratch); "continue": it extends
     its input's (a DP fine-tune, a calibration on the members); "keep": post-processing.
+
+    neighbours: the relation of a "dp" spend's guarantee (NEIGHBOUR_RELATIONS).
     """
 
     kind: str
@@ -35,12 +43,16 @@ class Spend:
     dataset: str = DEFAULT_DATASET
     lineage: str = "new"
     details: dict[str, Any] = field(default_factory=dict)
+    neighbours: str = ADD_REMOVE
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown spend kind '{self.kind}' (known: {', '.join(KINDS)})")
         if self.lineage not in LINEAGES:
             raise ValueError(f"unknown lineage '{self.lineage}' (known: {', '.join(LINEAGES)})")
+        if self.neighbours not in NEIGHBOUR_RELATIONS:
+            known = ", ".join(NEIGHBOUR_RELATIONS)
+            raise ValueError(f"unknown neighbour relation '{self.neighbours}' (known: {known})")
         if (self.kind == "post-processing") != (self.lineage == "keep"):
             raise ValueError(
                 "post-processing keeps its input's lineage; a read of the members "
@@ -83,6 +95,7 @@ class Spend:
             "delta": self.delta,
             "dataset": self.dataset,
             "lineage": self.lineage,
+            "neighbours": self.neighbours,
             "details": self.details,
         }
 
@@ -99,6 +112,8 @@ class Spend:
             dataset=str(data.get("dataset", details.get("dataset", DEFAULT_DATASET))),
             lineage=str(data.get("lineage", details.get("lineage", lineage))),
             details=details,
+            # Older run dirs did not write it: every spend privcomp recorded then was add/remove.
+            neighbours=str(data.get("neighbours", ADD_REMOVE)),
         )
 
 

@@ -114,6 +114,42 @@ def test_reading_private_data_without_dp_is_not_private_and_loud() -> None:
     json.dumps(data)  # the run directory's ledger.json
 
 
+def test_spends_under_different_neighbour_relations_are_refused_not_composed() -> None:
+    replace_one = Spend(
+        "dp",
+        1.0,
+        DELTA,
+        lineage="continue",
+        details=dp(*FINETUNE).details,
+        neighbours="replace-one",
+    )
+    ledger = Ledger()
+    ledger.record("train-ladp", dp(*LADP))
+    with pytest.raises(PrivcompError, match="'prune' is accounted under replace-one neighbours"):
+        ledger.record("prune", replace_one)
+    # A new lineage on the same members still composes into their total: refused too.
+    with pytest.raises(PrivcompError, match="under add/remove"):
+        ledger.record("distill", Spend("dp", 1.0, DELTA, neighbours="replace-one"))
+    with pytest.raises(PrivcompError, match="under add/remove"):
+        ledger.record_elsewhere("train (another pipeline)", replace_one)
+    # Another data set is its own history: nothing to mix.
+    other = Spend("dp", 1.0, DELTA, dataset="public-ish", neighbours="replace-one")
+    assert ledger.record("train", other).epsilon == 1.0
+    data = ledger.to_dict()
+    assert data["datasets"]["members"]["neighbours"] == "add/remove"
+    assert data["datasets"]["public-ish"]["neighbours"] == "replace-one"
+    assert data["stages"][0]["neighbours"] == "add/remove"
+
+
+def test_a_spend_names_a_known_neighbour_relation_and_keeps_it_in_json() -> None:
+    with pytest.raises(ValueError, match="unknown neighbour relation 'swap'"):
+        Spend("dp", 1.0, DELTA, neighbours="swap")
+    spend = Spend("dp", 1.0, DELTA, neighbours="replace-one")
+    assert Spend.from_json(spend.to_json()) == spend
+    older = {k: v for k, v in dp(*LADP).to_json().items() if k != "neighbours"}
+    assert Spend.from_json(older).neighbours == "add/remove"  # run dirs before it was written
+
+
 def test_post_processing_without_an_artifact_is_an_error() -> None:
     with pytest.raises(ValueError, match="no stage produced"):
         Ledger().record("prune", POST_PROCESSING)

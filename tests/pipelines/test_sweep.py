@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 
 from pipelines import sweep as sweep_module
 from pipelines.cli import app
+from pipelines.errors import PrivcompError
 from pipelines.selection import composed_privacy
 from pipelines.spend import Spend
 from pipelines.sweep import (
@@ -321,7 +322,12 @@ STEPS = GaussianSteps(noise_multiplier=1.1, sample_rate=0.05, steps=200)
 
 
 def fake_run(
-    path: Path, members: list[int], releases: list[GaussianSteps], *, private: bool = True
+    path: Path,
+    members: list[int],
+    releases: list[GaussianSteps],
+    *,
+    private: bool = True,
+    neighbours: str = "add/remove",
 ) -> Path:
     """A run dir as composed_privacy reads it: split, config, ledger and release log."""
     path.mkdir(parents=True)
@@ -331,7 +337,7 @@ def fake_run(
     for m in releases:
         details = {**asdict(m), "accountant": "prv"}
         eps = prv([(m.noise_multiplier, m.sample_rate, m.steps)])
-        spends.append(Spend("dp", eps, 1e-5, details=details))
+        spends.append(Spend("dp", eps, 1e-5, details=details, neighbours=neighbours))
     entries = [{"position": 1, "stage": "train-dpsgd", "status": "done", "outputs": {}}]
     log = [{**entries[0], "position": i + 1, "spend": s.to_json()} for i, s in enumerate(spends)]
     (path / "releases.json").write_text(json.dumps({"releases": log}))
@@ -383,6 +389,13 @@ def test_a_point_without_dp_makes_its_group_not_private(tmp_path: Path) -> None:
     assert "without DP" in pa.note
     (missing,) = composed_privacy([tmp_path / "never-ran"])
     assert missing.group is None and missing.releases == 0
+
+
+def test_a_point_accounted_under_another_neighbour_relation_is_refused(tmp_path: Path) -> None:
+    a = fake_run(tmp_path / "a", [1, 2, 3], [STEPS])
+    b = fake_run(tmp_path / "b", [1, 2, 3], [STEPS], neighbours="replace-one")
+    with pytest.raises(PrivcompError, match="accounted under replace-one neighbours"):
+        composed_privacy([a, b])
 
 
 def test_points_run_at_once_in_worker_processes_train_one_set(

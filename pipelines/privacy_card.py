@@ -38,6 +38,7 @@ from pipelines.data import SPLIT_NAMES
 from pipelines.onnx_metadata import ATTACK_METADATA_NOTE
 from pipelines.rundir import write_atomic, write_json
 from pipelines.settings.compression import DistillSettings, PruneSettings
+from pipelines.settings.training import TrainFLSettings
 from pipelines.spend import Spend
 from privacy.accounting import format_epsilon
 from privacy.randomness import REPRODUCIBLE, REPRODUCIBLE_WARNING
@@ -177,6 +178,8 @@ def _step_descriptions(
         uses = [DEFENSE_PUBLIC_USE[defense.name]] if defense.name in DEFENSE_PUBLIC_USE else []
         what = f"trained on the members with the {defense.name} defense ({defense.paper})"
         return f"{what}; not differential privacy", uses, []
+    if stage == "train-fl":
+        return _federated_description(config.train_fl)
     if stage == "prune":
         return _prune_description(config.prune, record.get("prune", {}))
     if stage == "distill":
@@ -208,6 +211,24 @@ def _prune_description(
         public.append("the DP fine-tune's layer sensitivities")
         text += ", DP fine-tune (LADP) on the members, composed with the training's accountant"
     return text, public, []
+
+
+def _federated_description(cfg: TrainFLSettings) -> tuple[str, list[str], list[str]]:
+    split = f"the members split among {cfg.clients} clients ({cfg.partition}), {cfg.rounds} rounds"
+    sends = {"none": "", "int8": ", int8 updates", "topk": f", top-{cfg.topk_fraction:g} updates"}
+    public = []
+    if cfg.privacy == "record":
+        engine = "LADP" if cfg.engine == "ladp" else "DP-SGD"
+        text = f"federated (Flower), {split}: each client runs {engine} on its own records"
+        if cfg.engine == "ladp":
+            public.append("LADP's layer sensitivities (Fisher information) and allocation")
+    else:
+        text = (
+            f"federated (Flower), {split}: the server clips each client's update and adds "
+            "Gaussian noise to their sum (central DP for one client; the record-level ε above "
+            "bounds two client steps)"
+        )
+    return text + sends[cfg.update_compression], public, []
 
 
 def _distill_description(cfg: Any) -> tuple[str, list[str], list[str]]:

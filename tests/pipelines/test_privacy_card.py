@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from pipelines.privacy_card import (
     NOT_DP_HEADING,
     NOT_PRIVATE_HEADING,
     CardFacts,
+    _step_descriptions,
     note_selection,
     privacy_card_markdown,
     read_card_facts,
@@ -231,6 +233,25 @@ def test_a_non_private_run_says_not_private(tmp_path: Path) -> None:
     assert NOT_DP_HEADING not in text and "δ =" not in text
     assert "Covered: nothing" in text and "train read the members without DP" in text
     assert "No attack is configured" in text  # run.evaluate = none, no evaluate stage
+
+
+@pytest.mark.parametrize(
+    ("settings", "said", "public"),
+    [
+        ([], "each client runs DP-SGD on its own records", []),
+        (
+            ['train-fl.engine="ladp"', 'train-fl.update_compression="int8"'],
+            "each client runs LADP on its own records, int8 updates",
+            ["LADP's layer sensitivities (Fisher information) and allocation"],
+        ),
+        (['train-fl.privacy="client"'], "the server clips each client's update", []),
+    ],
+)
+def test_a_federated_step_says_its_mode(settings: list[str], said: str, public: list[str]) -> None:
+    ctx = SimpleNamespace(config=load_config(None, ["train-fl.clients=3", *settings]))
+    text, uses, test = _step_descriptions(ctx, "train-fl", {}, "dp")  # type: ignore[arg-type]
+    assert "the members split among 3 clients (iid)" in text and said in text
+    assert (uses, test) == (public, [])
 
 
 # ---- which attacks a card names ----------------------------------------------------------------

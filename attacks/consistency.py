@@ -1,14 +1,19 @@
 """Is an attack's ROC consistent with the ε it was run against?
 
-An (ε, δ)-DP training mechanism bounds every membership test: TPR <= e^ε · FPR + δ at every
-threshold. An empirical ROC point above that line, beyond its confidence interval, is a broken
-privacy claim or a broken attack (or evaluation), and a report must say so.
+An (ε, δ)-DP training mechanism bounds every membership test at every threshold, from both
+ends of the ROC (Kairouz et al. 2015's privacy region; the ε lower bound of attacks.metrics
+reads the same two): TPR <= e^ε · FPR + δ, and TNR <= e^ε · FNR + δ (1 - FPR <= e^ε · (1 - TPR)
++ δ, which binds where the TPR is near 1). An empirical ROC point outside either, beyond its
+confidence intervals, is a broken privacy claim or a broken attack (or evaluation), and a report
+must say so.
 
 The test is made at a fixed family of points, fixed before looking at any result: each attack
-run × each FPR of FPR_GRID (the operating point of largest TPR at FPR <= the grid value). Each of
-the family's K tests compares a Clopper–Pearson lower bound on TPR with e^ε times an upper bound
-on FPR plus δ, each bound at confidence 1 - α / (2K) (Bonferroni over the tests and their two
-bounds), so that a mechanism that keeps its promise is flagged anywhere with probability <= α.
+run × each FPR of FPR_GRID (the operating point of largest TPR at FPR <= the grid value). At each
+of the family's K points a Clopper–Pearson lower bound on TPR and an upper bound on FPR, each at
+confidence 1 - α / (2K) (Bonferroni over the points and their two bounds), are compared with
+both inequalities: while all 2K bounds hold (probability >= 1 - α) a mechanism that keeps its
+promise satisfies both at every point with the bounds in place of the rates, so it is flagged
+anywhere with probability <= α.
 The strongest attack a report headlines is picked from the same family, and its TPR interval is
 corrected the same way (`strongest_attack`).
 
@@ -39,22 +44,30 @@ def clopper_pearson_lower(count: int, n: int, *, confidence: float) -> float:
     return float(beta.ppf(1.0 - confidence, count, n - count + 1))
 
 
+TPR_SIDE, TNR_SIDE = "TPR", "TNR"  # which inequality: TPR <= e^ε·FPR + δ, TNR <= e^ε·FNR + δ
+
+
 @dataclass(frozen=True)
 class Violation:
     attack: str
     fpr_point: float  # the grid value
     fpr: float  # the operating point's FPR (an upper bound of it on a downsampled ROC)
     tpr: float
-    tpr_lower: float  # the TPR's lower confidence bound
-    bound_upper: float  # e^ε · (FPR's upper confidence bound) + δ
+    side: str  # TPR_SIDE or TNR_SIDE
+    rate_lower: float  # that side's rate (TPR, or TNR = 1 - FPR): its lower confidence bound
+    bound_upper: float  # e^ε · (upper bound of FPR, or of FNR = 1 - TPR) + δ
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def line(self) -> str:
+        if self.side == TPR_SIDE:
+            rate, against, at = self.tpr, "FPR", self.fpr
+        else:
+            rate, against, at = 1.0 - self.fpr, "FNR", 1.0 - self.tpr
         return (
-            f"{self.attack}: TPR {self.tpr:.3f} (>= {self.tpr_lower:.3f}) at FPR {self.fpr:.4f} "
-            f"exceeds e^ε·FPR + δ (<= {self.bound_upper:.3f})"
+            f"{self.attack}: {self.side} {rate:.3f} (>= {self.rate_lower:.3f}) at {against} "
+            f"{at:.4f} exceeds e^ε·{against} + δ (<= {self.bound_upper:.3f})"
         )
 
 
@@ -68,7 +81,7 @@ def bound_violations(
     alpha: float = ALPHA,
     fpr_grid: tuple[float, ...] = FPR_GRID,
 ) -> list[Violation]:
-    """The family's points whose TPR exceeds the DP bound beyond the corrected intervals."""
+    """The family's points outside the DP bounds (either side) beyond the corrected intervals."""
     if not (epsilon >= 0 and math.isfinite(epsilon)) or not 0 <= delta < 1:
         raise ValueError(f"need a finite ε >= 0 and δ in [0, 1), got {epsilon}, {delta}")
     if n_members < 1 or n_nonmembers < 1:
@@ -81,9 +94,14 @@ def bound_violations(
         tpr_lower = clopper_pearson_lower(tp, n_members, confidence=confidence)
         fpr_upper = clopper_pearson_upper(fp, n_nonmembers, confidence=confidence)
         # e^ε overflows past ε ~ 709; a bound above 1 is never violated.
-        bound = math.exp(min(epsilon, 700.0)) * fpr_upper + delta
-        if tpr_lower > bound:
-            found.append(Violation(attack, point, fpr, tpr, tpr_lower, bound))
+        scale = math.exp(min(epsilon, 700.0))
+        sides = (
+            (TPR_SIDE, tpr_lower, scale * fpr_upper + delta),
+            (TNR_SIDE, 1.0 - fpr_upper, scale * (1.0 - tpr_lower) + delta),
+        )
+        for side, rate_lower, bound in sides:
+            if rate_lower > bound:
+                found.append(Violation(attack, point, fpr, tpr, side, rate_lower, bound))
     return found
 
 

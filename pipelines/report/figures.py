@@ -47,8 +47,9 @@ def roc_figure(
     n_nonmembers: int,
 ) -> bytes:
     """Every attack's ROC on log-log axes (how LiRA and RMIA are read: the low-FPR corner is
-    what matters), the chance line, and the DP bound TPR = e^ε·FPR + δ where the artifact has a
-    finite ε."""
+    what matters), the chance line, and the DP bound where the artifact has a finite ε: the
+    smaller of TPR = e^ε·FPR + δ and 1 - e^-ε·(1 - FPR - δ) (TNR = e^ε·FNR + δ, the bound near
+    TPR 1)."""
     fig = Figure(figsize=(6.4, 5.0), layout="constrained")
     ax = fig.add_subplot()
     low = 1.0 / max(n_nonmembers, 1)
@@ -63,8 +64,12 @@ def roc_figure(
         ax.plot(xs, ys, label=attack, linewidth=1.3, markersize=4, markevery=0.12, **_style(i))
     ax.plot(grid, grid, color="0.4", linewidth=1, linestyle=(0, (1, 1)), label="chance (TPR = FPR)")
     if epsilon is not None and math.isfinite(epsilon):
-        bound = [min(1.0, math.exp(epsilon) * f + (delta or 0.0)) for f in grid]
-        label = f"DP bound e^ε·FPR + δ (ε = {epsilon:.3g})"
+        d = delta or 0.0
+        bound = [
+            min(1.0, math.exp(epsilon) * f + d, 1.0 - math.exp(-epsilon) * (1.0 - f - d))
+            for f in grid
+        ]
+        label = f"DP bound (ε = {epsilon:.3g}, δ = {d:.2g})"
         ax.plot(grid, bound, color="black", linewidth=2.2, linestyle="-", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -85,8 +85,9 @@ def _top(report: dict[str, Any]) -> list[Block]:
     if found:
         blocks.append(
             Paragraph(
-                f"Consistency check failed: {len(found)} attack operating point(s) exceed the "
-                "DP bound TPR = e^ε·FPR + δ beyond their corrected confidence intervals. Either "
+                f"Consistency check failed: {len(found)} attack operating point(s) break a DP "
+                "bound (TPR ≤ e^ε·FPR + δ or TNR ≤ e^ε·FNR + δ) beyond their corrected "
+                "confidence intervals. Either "
                 "the privacy claim or the attack (its evaluation) is broken; do not ship until "
                 "it is explained.",
                 "alert",
@@ -100,8 +101,9 @@ def _top(report: dict[str, Any]) -> list[Block]:
     elif any(r["epsilon"] is not None for r in report["rows"]):
         blocks.append(
             Paragraph(
-                "Consistency check passed: no attack exceeds TPR = e^ε·FPR + δ beyond its "
-                f"confidence interval at any of {tests}, Bonferroni-corrected over the attacks × "
+                "Consistency check passed: no attack breaks TPR ≤ e^ε·FPR + δ or TNR ≤ "
+                f"e^ε·FNR + δ beyond its confidence intervals at any of {tests}, "
+                "Bonferroni-corrected over the attacks × "
                 f"FPRs (family-wise α = {ALPHA} per artifact, on the pair and on the canaries "
                 "apart).",
                 "ok",
@@ -457,7 +459,8 @@ def cross_run_blocks(
         blocks.append(
             Paragraph(
                 f"Consistency check failed in {len({b[0] for b in broken})} run(s): an attack "
-                "exceeds TPR = e^ε·FPR + δ beyond its corrected interval (a broken claim or a "
+                "breaks TPR ≤ e^ε·FPR + δ or TNR ≤ e^ε·FNR + δ beyond its corrected intervals "
+                "(a broken claim or a "
                 "broken attack). Open the run's own report.",
                 "alert",
             )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from attacks.consistency import FPR_GRID, bound_violations, clopper_pearson_lower, strongest_attack
-from attacks.metrics import clopper_pearson_upper, roc_of
+from attacks.metrics import RocCurve, clopper_pearson_upper, roc_of
 
 N = 500
 
@@ -25,8 +25,21 @@ def test_a_roc_far_above_the_dp_bound_is_flagged() -> None:
     )
     assert found and found[0].attack == "perfect"
     worst = found[0]
-    assert worst.tpr_lower > worst.bound_upper
+    assert worst.side == "TPR" and worst.rate_lower > worst.bound_upper
     assert "exceeds e^ε·FPR + δ" in worst.line()
+
+
+def test_a_roc_near_tpr_one_is_flagged_by_the_tnr_side_alone() -> None:
+    """Nothing at FPR <= 10%, then 99% of the members at FPR 50%: within TPR <= e·FPR + δ at
+    every grid point, but TNR 0.5 is far above e·FNR + δ (FNR 0.01)."""
+    roc = RocCurve(fpr=np.array([0.0, 0.5, 1.0]), tpr=np.array([0.0, 0.99, 1.0]))
+    found = bound_violations({"high": roc}, n_members=N, n_nonmembers=N, epsilon=1.0, delta=1e-5)
+    assert [(v.side, v.fpr_point) for v in found] == [("TNR", 0.5)]
+    (v,) = found
+    assert v.rate_lower > v.bound_upper and v.rate_lower <= 0.5
+    assert v.line().startswith("high: TNR 0.500") and "exceeds e^ε·FNR + δ" in v.line()
+    # Consistent with an ε where e^ε·FNR reaches the TNR.
+    assert bound_violations({"high": roc}, n_members=N, n_nonmembers=N, epsilon=5, delta=0) == []
 
 
 def test_an_attack_at_chance_is_consistent_even_with_a_tight_epsilon() -> None:

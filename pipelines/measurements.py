@@ -12,21 +12,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 
-def strongest_attack(attacks: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The highest AUC and the highest TPR at 0.1% FPR, each with its attack's name (None when
-    no attack ran)."""
-    if not attacks:
-        return None
-    auc = max(attacks.items(), key=lambda kv: float(kv[1]["auc"]))
-    tpr = max(attacks.items(), key=lambda kv: float(kv[1]["tpr_at_0_1pct_fpr"]))
-    return {
-        "auc": float(auc[1]["auc"]),
-        "auc_attack": auc[0],
-        "tpr_at_0_1pct_fpr": float(tpr[1]["tpr_at_0_1pct_fpr"]),
-        "tpr_attack": tpr[0],
-    }
-
-
 @dataclass(frozen=True)
 class Measurement:
     artifact: str  # artifact hash (pipelines.artifacts.artifact_hash)
@@ -42,9 +27,6 @@ class Measurement:
         return replace(
             self, attacks={**self.attacks, **other.attacks}, roc={**self.roc, **other.roc}
         )
-
-    def strongest_attack(self) -> dict[str, Any] | None:
-        return strongest_attack(self.attacks)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -10,12 +10,15 @@ from typing import Any
 
 from pipelines.artifacts import artifact_hash
 from pipelines.context import RunContext
+from pipelines.findings import findings, headline
 from pipelines.spend import Guarantee
 from privacy.randomness import noise_description
 
 ATTACK_METADATA_NOTE = (
     "audit statistics of the training data (members vs non-members), not covered by ε"
 )
+# privcomp.attack.* with export.attack_metadata: strongest_attack's keys.
+ATTACK_KEYS = ("attack", "fpr", "tpr", "tpr_interval", "beats_chance", "measured_on")
 
 
 def _version() -> str:
@@ -26,13 +29,24 @@ def _version() -> str:
 
 
 def strongest_attack(ctx: RunContext, name: str, path: Path) -> dict[str, Any] | None:
-    """The strongest attack the auditor measured on exactly this artifact (same hash), if any."""
+    """The strongest attack the auditor measured on exactly this artifact (same hash), if any:
+    the summary's headline (pipelines.findings: largest TPR at 1% FPR on the pair, its interval
+    corrected for picking it out of the attacks run), never an uncorrected maximum."""
     measured = ctx.measurements.get(artifact_hash(name, path))
-    strongest = measured.strongest_attack() if measured else None
+    if measured is None or not measured.attacks:
+        return None
+    strongest = headline(findings(measured.attacks, measured.roc, None, None))
     if strongest is None:
         return None
     inside = path.is_relative_to(ctx.run_dir)
-    return {**strongest, "measured_on": str(path.relative_to(ctx.run_dir) if inside else path)}
+    return {
+        "attack": strongest["attack"],
+        "fpr": strongest["fpr_point"],
+        "tpr": strongest["tpr"],
+        "tpr_interval": [strongest["tpr_lower"], strongest["tpr_upper"]],
+        "beats_chance": strongest["beats_chance"],
+        "measured_on": str(path.relative_to(ctx.run_dir) if inside else path),
+    }
 
 
 def onnx_metadata(
@@ -72,15 +86,7 @@ def onnx_metadata(
     }
     if attack_metadata:
         attack = attack or {}
-        meta.update(
-            {
-                "privcomp.attack.note": ATTACK_METADATA_NOTE,
-                "privcomp.attack.auc": attack.get("auc"),
-                "privcomp.attack.auc_attack": attack.get("auc_attack"),
-                "privcomp.attack.tpr_at_0_1pct_fpr": attack.get("tpr_at_0_1pct_fpr"),
-                "privcomp.attack.tpr_attack": attack.get("tpr_attack"),
-                "privcomp.attack.measured_on": attack.get("measured_on"),
-            }
-        )
+        meta["privcomp.attack.note"] = ATTACK_METADATA_NOTE
+        meta.update({f"privcomp.attack.{k}": attack.get(k) for k in ATTACK_KEYS})
     meta.update(extra or {})
     return {k: json.dumps(v) for k, v in meta.items()}

@@ -35,7 +35,7 @@ from models.onnx_io import read_metadata
 from pipelines.artifacts import MODEL, onnx_params
 from pipelines.context import RunContext
 from pipelines.data import SPLIT_NAMES
-from pipelines.onnx_metadata import ATTACK_METADATA_NOTE
+from pipelines.onnx_metadata import ATTACK_KEYS, ATTACK_METADATA_NOTE
 from pipelines.rundir import write_atomic, write_json
 from pipelines.settings.compression import DistillSettings, PruneSettings
 from pipelines.settings.training import TrainFLSettings
@@ -55,7 +55,6 @@ DEFENSE_PUBLIC_USE = {
     "trust-score-masking": "the trust-score index (shipped inside the model) and its threshold",
     "knowledge-distillation": "the student's transfer set (inputs only)",
 }
-ATTACK_KEYS = ("auc", "auc_attack", "tpr_at_0_1pct_fpr", "tpr_attack", "measured_on")
 
 __all__ = [
     "CARD_FILE",
@@ -647,17 +646,18 @@ def _attack_section(facts: CardFacts) -> list[str]:
         "Shown because export.attack_metadata = true; the ONNX files carry the same values "
         "(privcomp.attack.*).",
         "",
-        "| file | strongest AUC | TPR at 0.1% FPR | measured on |",
-        "|---|---|---|---|",
+        "| file | strongest attack | TPR at its FPR [corrected 95%] | beats chance | measured on |",
+        "|---|---|---|---|---|",
     ]
     for f in facts.files:
         a = f.attack or {}
-        if a.get("auc") is None:
-            lines.append(f"| `{f.name}` | – | – | nothing measured before this stage |")
+        if a.get("attack") is None:
+            lines.append(f"| `{f.name}` | – | – | – | nothing measured before this stage |")
             continue
-        auc = f"{a['auc']:.4f} ({a.get('auc_attack')})"
-        tpr = f"{a['tpr_at_0_1pct_fpr']:.4f} ({a.get('tpr_attack')})"
-        lines.append(f"| `{f.name}` | {auc} | {tpr} | {a.get('measured_on')} |")
+        low, high = a["tpr_interval"]
+        tpr = f"{a['tpr']:.4f} at {a['fpr']:.0%} [{low:.4f}, {high:.4f}]"
+        chance = "yes" if a["beats_chance"] else "no (within chance)"
+        lines.append(f"| `{f.name}` | {a['attack']} | {tpr} | {chance} | {a['measured_on']} |")
     return lines
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipelines.config import Config, load_config
 from pipelines.data import Splits, load_dataset
-from pipelines.measurements import Measurement
+from pipelines.findings import findings, headline
 from pipelines.progress import Reporter
 from pipelines.runner import run_pipeline
 from tests.conftest import TINY
@@ -67,15 +66,13 @@ def test_splits_json_records_the_canaries_and_a_resume_sees_them(
 
 
 def test_what_ships_takes_the_population_numbers_only() -> None:
-    """The strongest attack (the ONNX metadata's, the table's) reads the population average;
-    the canaries' numbers stay in the run dir."""
-    weak = {"auc": 0.55, "tpr_at_0_1pct_fpr": 0.0}
-    attacks = {"loss": {**weak, "canaries": {"auc": 0.99, "tpr_at_0_1pct_fpr": 0.9}}}
-    found = Measurement("x", {}, {}, attacks=attacks).strongest_attack()
-    assert found == {
-        "auc": 0.55,
-        "auc_attack": "loss",
-        "tpr_at_0_1pct_fpr": 0.0,
-        "tpr_attack": "loss",
-    }
-    assert np.isfinite(found["auc"])
+    """The strongest attack (the ONNX metadata's, the table's) reads the population; the
+    canaries' numbers stay in the run dir."""
+    weak = {"fpr": [0.0, 0.01, 1.0], "tpr": [0.0, 0.01, 1.0]}
+    strong = {"fpr": [0.0, 0.01, 1.0], "tpr": [0.0, 0.9, 1.0]}
+    sizes = {"n_members": 500, "n_nonmembers": 500}
+    attacks = {"loss": {**sizes, "canaries": {"n_members": 64, "n_nonmembers": 64}}}
+    found = findings(attacks, {"loss": {**weak, "canaries": strong}}, None, None)
+    shipped = headline(found)
+    assert shipped is not None and shipped["tpr"] == 0.01 and not shipped["beats_chance"]
+    assert found["canaries"]["strongest"]["0.01"]["tpr"] == 0.9

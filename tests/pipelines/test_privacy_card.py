@@ -78,6 +78,8 @@ def attack_values(run_dir: Path) -> list[float]:
         collect(json.loads(path.read_text()).get("attacks", {}))
     for row in json.loads((run_dir / "summary.json").read_text())["stages"]:
         collect(row["attacks"])
+        if row.get("strongest"):
+            values.extend(float(row["strongest"][k]) for k in ("tpr", "tpr_lower", "tpr_upper"))
     return values
 
 
@@ -151,13 +153,14 @@ def test_the_card_names_the_attacks_and_holds_none_of_their_results(dp_run: Path
     assert all(f.attack is None for f in facts.files)
     assert "privcomp.attack.note" not in read_metadata(folder / "model.int8.onnx")
     # The check catches the strongest attack's numbers when a card shows them.
-    prune = json.loads((dp_run / "02-prune" / "metrics.json").read_text())["attacks"]
-    best = max(prune.items(), key=lambda kv: kv[1]["auc"])
+    rows = json.loads((dp_run / "summary.json").read_text())["stages"]
+    best = next(r["strongest"] for r in rows if r["name"] == "prune")
     strongest = {
-        "auc": best[1]["auc"],
-        "auc_attack": best[0],
-        "tpr_at_0_1pct_fpr": best[1]["tpr_at_0_1pct_fpr"],
-        "tpr_attack": best[0],
+        "attack": best["attack"],
+        "fpr": best["fpr_point"],
+        "tpr": best["tpr"],
+        "tpr_interval": [best["tpr_lower"], best["tpr_upper"]],
+        "beats_chance": best["beats_chance"],
         "measured_on": "02-prune",
     }
     files = [replace(f, attack=strongest) for f in facts.files]
@@ -194,13 +197,25 @@ def test_with_attack_metadata_the_numbers_appear_under_the_labelled_heading(
     folder = run_dir / "03-export"
     text = card(folder)
     meta = read_metadata(folder / "model.onnx")
-    auc = json.loads(meta["privcomp.attack.auc"])
-    tpr = json.loads(meta["privcomp.attack.tpr_at_0_1pct_fpr"])
+    attack = {k: json.loads(v) for k, v in meta.items() if k.startswith("privcomp.attack.")}
+    # The summary's headline of the artifact it was measured on, corrected interval and all.
+    rows = json.loads((run_dir / "summary.json").read_text())["stages"]
+    (source,) = [r for r in rows if r["name"] == "prune"]
+    strongest = source["strongest"]
+    assert attack["privcomp.attack.attack"] == strongest["attack"]
+    assert attack["privcomp.attack.tpr"] == strongest["tpr"]
+    assert attack["privcomp.attack.tpr_interval"] == [
+        strongest["tpr_lower"],
+        strongest["tpr_upper"],
+    ]
+    assert attack["privcomp.attack.beats_chance"] == strongest["beats_chance"]
+    assert attack["privcomp.attack.fpr"] == 0.01
     heading = next(line for line in text.splitlines() if ATTACK_METADATA_NOTE in line)
     assert heading.startswith("## ") and "not covered by ε" in heading
     below = text[text.index(heading) :]
-    assert f"{auc:.4f}" in below and f"{tpr:.4f}" in below
-    assert f"{auc:.4f}" not in text[: text.index(heading)]  # nowhere else
+    tpr, (low, high) = strongest["tpr"], attack["privcomp.attack.tpr_interval"]
+    assert f"{tpr:.4f} at 1% [{low:.4f}, {high:.4f}]" in below
+    assert f"[{low:.4f}, {high:.4f}]" not in text[: text.index(heading)]  # nowhere else
     assert json.loads(meta["privcomp.attack.measured_on"]) in below
 
 

@@ -117,6 +117,17 @@ def test_rerun_reuses_every_stage(main_run: tuple[Path, dict, Config]) -> None:
     assert again["stages"] == summary["stages"]
 
 
+def test_a_run_dir_resumes_on_another_executor(main_run: tuple[Path, dict, Config]) -> None:
+    """How the work is spread is no part of the configuration: every stage is reused and the
+    run dir's config.toml is kept."""
+    run_dir, summary, config = main_run
+    before = (run_dir / "config.toml").read_text()
+    other = config.with_values("run", executor="serial", workers=1, ray_address="auto")
+    again = run_pipeline(MAIN, config=other, run_dir=run_dir, reporter=Reporter())
+    assert again["stages"] == summary["stages"]
+    assert (run_dir / "config.toml").read_text() == before
+
+
 def test_a_run_dir_with_another_config_is_refused_and_kept(
     main_run: tuple[Path, dict, Config],
 ) -> None:

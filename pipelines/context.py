@@ -110,14 +110,23 @@ class RunContext:
         return x[order], y[order]
 
     @property
+    def lineage_start(self) -> int:
+        """Position in history of the training stage the latest artifact descends from: the
+        last one run (a training stage starts a new lineage, so an earlier one's model is no
+        longer the latest); 0 when none ran."""
+        trained = [i for i, s in enumerate(self.history) if s in TRAINING_STAGES]
+        return trained[-1] if trained else 0
+
+    @property
     def trained_by(self) -> str | None:
-        """The training stage the artifacts so far descend from."""
-        return next((s for s in self.history if s in TRAINING_STAGES), None)
+        """The training stage the latest artifact descends from."""
+        stage = self.history[self.lineage_start] if self.history else None
+        return stage if stage in TRAINING_STAGES else None
 
     def defense(self) -> Defense | None:
         """The membership-inference defense the latest artifact carries: the one [train] ran,
         unless a distilled student (a new model, trained on the public split) replaced it."""
-        if self.trained_by != "train" or "distill" in self.history:
+        if self.trained_by != "train" or "distill" in self.history[self.lineage_start :]:
             return None
         return self.config.defense()
 

@@ -349,7 +349,8 @@ def _mirrored(
     ctx: RunContext, refs: ReferenceSet, candidates: Candidates, base: Path, *, shared: bool
 ) -> ReferenceSet:
     """The references passed through the latest artifact's compression (pipelines.mirror)."""
-    skipped = [s for s in ctx.history if s not in (*MIRRORED_STAGES, *TRAINING_STAGES, "evaluate")]
+    lineage = ctx.history[ctx.lineage_start :]
+    skipped = [s for s in lineage if s not in (*MIRRORED_STAGES, *TRAINING_STAGES, "evaluate")]
     if skipped:
         ctx.reporter.info(f"  mirror: references are not passed through {', '.join(skipped)}")
     steps = mirror_steps(ctx)

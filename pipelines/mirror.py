@@ -69,10 +69,11 @@ class MirrorStep:
 
 
 def mirror_steps(ctx: RunContext) -> list[MirrorStep]:
-    """The compression stages the latest artifact went through, in order, from their records."""
+    """The compression stages the latest artifact went through, in order, from their records
+    (those of its own lineage: after the training stage it descends from)."""
     steps = []
     for position, stage in enumerate(ctx.history):
-        if stage not in MIRRORED_STAGES:
+        if stage not in MIRRORED_STAGES or position < ctx.lineage_start:
             continue
         metrics = ctx.stage_metrics[position] if position < len(ctx.stage_metrics) else {}
         record = metrics.get(RECORD_KEY)

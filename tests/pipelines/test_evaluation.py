@@ -34,6 +34,7 @@ from pipelines.evaluation import (
 from pipelines.executors import LocalExecutor, SerialExecutor, make_executor
 from pipelines.ledger import Ledger
 from pipelines.measurements import MeasurementStore
+from pipelines.mirror import mirror_steps
 from pipelines.progress import Reporter
 from pipelines.recipes import DefenseRecipe, DPRecipe
 from pipelines.runner import build_context
@@ -261,6 +262,23 @@ def test_the_canaries_join_the_evaluation_pair_apart(tmp_path: Path) -> None:
     # The pool carries the canaries' wrong labels (the references train on them).
     order = np.searchsorted(indices, canaries.indices)
     np.testing.assert_array_equal(pool.y[order], canaries.labels)
+
+
+def test_the_latest_training_stage_says_what_the_artifact_is(tmp_path: Path) -> None:
+    """A later training stage starts a new lineage: its model, not the first one's, is the one
+    the references are trained like and whose defense the artifact carries."""
+    ctx = make_ctx(tmp_path, 'train.defense="l2"')
+    ctx.history = ["train-ladp", "prune", "train"]
+    assert ctx.trained_by == "train" and ctx.defense() is not None
+    assert mirror_steps(ctx) == []  # the prune was the earlier lineage's
+    ctx.history = ["train", "prune", "train-ladp"]
+    assert ctx.trained_by == "train-ladp" and ctx.defense() is None
+    ctx.history = ["train", "distill"]  # a student trained on the public split
+    assert ctx.trained_by == "train" and ctx.defense() is None
+    ctx.history = ["train", "distill", "train"]
+    assert ctx.defense() is not None
+    ctx.history = []
+    assert (ctx.trained_by, ctx.lineage_start) == (None, 0)
 
 
 def test_a_defended_target_gets_references_trained_with_its_defense(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from attacks.consistency import strongest_attack
+from attacks.metrics import RocCurve
 from compress.prune import replay_history
 from models.io import load_model, read_arch
 from models.onnx_io import read_metadata
@@ -273,17 +275,24 @@ def test_export_puts_the_strongest_measured_attack_in_the_metadata(
 ) -> None:
     ctx = stage_context(run, tmp_path, 2, "export.attack_metadata=true")
     model_dir = ctx.artifacts[MODEL]
-    attacks = {
-        "loss": {"auc": 0.61, "tpr_at_0_1pct_fpr": 0.004},
-        "lira": {"auc": 0.58, "tpr_at_0_1pct_fpr": 0.012},
+    sizes = {"n_members": 200, "n_nonmembers": 200}
+    # loss has the larger AUC, lira the larger TPR at 1% FPR: the headline is lira's.
+    attacks = {"loss": {**sizes, "auc": 0.61}, "lira": {**sizes, "auc": 0.58}}
+    roc = {
+        "loss": {"fpr": [0.0, 0.01, 1.0], "tpr": [0.0, 0.05, 1.0]},
+        "lira": {"fpr": [0.0, 0.01, 1.0], "tpr": [0.0, 0.2, 1.0]},
     }
     digest = artifact_hash(MODEL, model_dir)
-    ctx.measurements.put(Measurement(digest, utility={}, size={}, attacks=attacks))
+    ctx.measurements.put(Measurement(digest, utility={}, size={}, attacks=attacks, roc=roc))
     _, result = run_stage("export", ctx)
     meta = metadata(result.outputs[ONNX_MODEL])
-    assert (meta["privcomp.attack.auc"], meta["privcomp.attack.auc_attack"]) == (0.61, "loss")
-    assert meta["privcomp.attack.tpr_at_0_1pct_fpr"] == 0.012
-    assert meta["privcomp.attack.tpr_attack"] == "lira"
+    curves = {k: RocCurve(np.array(v["fpr"]), np.array(v["tpr"])) for k, v in roc.items()}
+    expected = strongest_attack(curves, fpr_point=0.01, **sizes)
+    assert expected is not None and expected.attack == "lira" and expected.beats_chance
+    assert (meta["privcomp.attack.attack"], meta["privcomp.attack.fpr"]) == ("lira", 0.01)
+    assert meta["privcomp.attack.tpr"] == 0.2
+    assert meta["privcomp.attack.tpr_interval"] == [expected.tpr_lower, expected.tpr_upper]
+    assert meta["privcomp.attack.beats_chance"] is True
     assert meta["privcomp.attack.measured_on"] == "02-prune"
     assert "not covered by ε" in meta["privcomp.attack.note"]  # labelled as the audit's
     shown = inspect_warnings(read_metadata(result.outputs[ONNX_MODEL]))  # `pipeline inspect`

@@ -131,7 +131,7 @@ def _artifact_table(report: dict[str, Any]) -> list[Block]:
                 row["artifact"],
                 _eps(row["epsilon"]) + defense,
                 _delta(row["delta"]),
-                row["noise"],
+                row["noise"] if row["epsilon"] is not None else "-",  # no DP noise to speak of
                 _num(row["test_accuracy"]),
                 compact(row["params"]),
                 compact(row["bytes"], unit="B"),
@@ -154,11 +154,12 @@ def _artifact_table(report: dict[str, Any]) -> list[Block]:
         f"strongest attack: TPR at {_percent(HEADLINE_FPR)} FPR [corrected 95% interval]",
     )
     caption = (
-        "One row per artifact. ε rounded up (∞: not private; a defense is not DP). Latency: "
-        "onnxruntime on this machine, where the stage measured it. Strongest attack: the largest "
-        "TPR among the attacks run, its interval Bonferroni-corrected for that choice over the "
-        "attacks × FPRs; 'beats chance' when its lower end exceeds the corrected upper bound of "
-        "the FPR (guessing has TPR = FPR)."
+        "One row per artifact. ε rounded up (∞: not private; a defense is not DP). Noise: how "
+        "the DP noise was drawn (secure; reproducible: from the seed), - where not private. "
+        "Latency: onnxruntime on this machine, where the stage measured it. Strongest attack: "
+        "the largest TPR among the attacks run, its interval Bonferroni-corrected for that "
+        "choice over the attacks × FPRs; 'beats chance' when its lower end exceeds the "
+        "corrected upper bound of the FPR (guessing has TPR = FPR)."
     )
     return [
         Heading(2, "Artifacts"),

@@ -229,3 +229,22 @@ def test_a_run_without_attacks_says_the_check_was_not_made(
     assert report(str(quiet)).exit_code == 0
     md = (quiet / "report.md").read_text()
     assert "Consistency check: not made, no attack ran" in md and "check passed" not in md
+
+
+def test_a_row_that_is_not_private_names_no_noise_mode(
+    reported: tuple[Path, str], tmp_path: Path
+) -> None:
+    run_dir, _ = reported
+    plain = tmp_path / "plain"
+    shutil.copytree(run_dir, plain)
+    summary = json.loads((plain / "summary.json").read_text())
+    (prune,) = [s for s in summary["stages"] if s["name"] == "prune"]
+    prune["privacy"]["epsilon"] = None  # as if it had read the members without DP
+    (plain / "summary.json").write_text(json.dumps(summary))
+    assert report(str(plain)).exit_code == 0
+    table = (plain / "report.md").read_text().split("\n## Artifacts\n\n", 1)[1].split("\n\n")[0]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()]
+    noise = rows[0].index("noise")
+    by_stage = {row[0]: row for row in rows[2:]}
+    assert by_stage["train-ladp"][noise] == "secure"
+    assert by_stage["prune"][noise] == "-"

@@ -82,10 +82,11 @@ def stage_dir_name(position: int, stage: str) -> str:
 
 
 @contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
+def locked(run_dir: Path, *, option: str = "--run-dir") -> Iterator[None]:
     """Hold the run dir's lock: an exclusive flock on its file .lock, released when the process
     ends, even on kill -9 (two processes writing one run would both release the members and race
-    on the ledger and the release log). The file names the holder's pid while it is held."""
+    on the ledger and the release log). The file names the holder's pid while it is held.
+    `option`: the command-line option that names the folder, for the refusal's hint."""
     lock = run_dir / LOCK
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,7 @@ def locked(run_dir: Path) -> Iterator[None]:
             pid = f"pid {holder}, " if holder.isdigit() else ""
             raise PrivcompError(
                 f"{run_dir} is in use by another privcomp process ({pid}lock file {lock}); "
-                "wait for it to finish or pass another --run-dir"
+                f"wait for it to finish or pass another {option}"
             ) from None
         try:
             handle.truncate(0)

@@ -309,7 +309,7 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
     address = base.run.ray_address if options.ray_address is None else options.ray_address
     spec = _spec(stages, todo, digests)
     out.mkdir(parents=True, exist_ok=True)
-    with locked(out):
+    with locked(out, option="--out"):
         _check_same_sweep(out, spec)
         header = {
             "schema_version": SCHEMA_VERSION,

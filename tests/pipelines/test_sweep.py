@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 from pipelines import sweep as sweep_module
 from pipelines.cli import app
 from pipelines.errors import PrivcompError
+from pipelines.rundir import locked
 from pipelines.selection import composed_privacy
 from pipelines.spend import Spend
 from pipelines.sweep import (
@@ -211,6 +212,16 @@ def test_another_sweep_in_the_same_folder_is_refused(
     assert proc.exit_code == 2 and "holds another sweep" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert snapshot(swept) == before
+
+
+def test_a_sweep_folder_in_use_names_the_option_to_change(
+    swept: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PRIVCOMP_DEBUG", raising=False)
+    with locked(swept):
+        proc = invoke(sweep_args(swept))
+    assert proc.exit_code == 2 and "in use by another privcomp process" in proc.stderr
+    assert "pass another --out" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 BAD = [

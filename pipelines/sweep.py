@@ -275,6 +275,11 @@ def run_sweep(options: SweepOptions, *, reporter: Reporter | None = None) -> dic
     reporter = reporter or Reporter()
     axes = parse_grid(options.grid)
     base = load_config(options.config, list(options.overrides))
+    if base.evaluate.reference_cache:  # the sweep's own would silently win over it
+        raise PrivcompError(
+            f"evaluate.reference_cache = '{base.evaluate.reference_cache}': the sweep shares "
+            "<out>/references between its points; leave it unset"
+        )
     plan(list(options.stages), base)
     out = options.out or default_out(options)
     for axis in axes:  # each value alone over the base: an error names the value

@@ -234,6 +234,10 @@ BAD = [
     (["--grid", "train-dpsgd.epsilon=3,3.0"], "names a value twice"),
     (["--grid", "ratio"], "--grid expects section.key=v1,v2,..."),
     (["--grid", "run.executor=local,serial"], "the sweep sets it for every point"),
+    (
+        ["--grid", "prune.ratio=0.3", "--set", "evaluate.reference_cache=elsewhere"],
+        "evaluate.reference_cache = 'elsewhere': the sweep shares <out>/references",
+    ),
     (["--grid", "nosuch.key=1"], "unknown config section 'nosuch'"),
     (["--grid", "prune.ratio=0.3", "--set", "run.dataset=nosuch"], "unknown dataset 'nosuch'"),
     (["--grid", "prune.ratio=0.3", "--executor", "nosuch"], "unknown executor 'nosuch'"),

@@ -408,16 +408,22 @@ def _warnings(facts: CardFacts) -> list[str]:
             "the guarantee below does not hold against them. This file is for experiments, not "
             "for release."
         )
+    reads = [s.stage for s in facts.steps if s.privacy == "none"]
     if facts.defense is not None:
         lines.append(
             f"**{NOT_DP_HEADING}.** This model was trained with the membership-inference "
             f"defense `{facts.defense}`, a heuristic: it lowers what the audit's attacks measure "
             "on this data and promises nothing against an attack nobody ran."
         )
+        beside = [stage for stage in reads if stage != "train"]
+        if beside:
+            lines.append(
+                f"**Also read without DP or defense:** the members, by {', '.join(beside)} "
+                "(see the steps below): the defense says nothing of what those steps took."
+            )
     if facts.selection is not None:
         lines.append(_selection_warning(facts.selection))
     if facts.defense is None and not facts.private:
-        reads = [s.stage for s in facts.steps if s.privacy == "none"]
         lines.append(
             f"**{NOT_PRIVATE_HEADING}.** The members were read without a DP mechanism "
             f"({', '.join(reads) or 'see the steps below'}): this model carries no privacy "

@@ -241,6 +241,22 @@ def test_a_defended_run_says_not_dp_and_infinite_epsilon(tmp_path: Path) -> None
     assert (facts.epsilon, facts.defense) == (None, "l2")
 
 
+def test_a_defended_run_calibrated_on_the_members_names_that_step_too(tmp_path: Path) -> None:
+    calibrated = [
+        'train.defense="l2"',
+        'quantize.mode="static"',
+        'quantize.calibration="members"',
+        "quantize.allow_private_calibration=true",
+    ]
+    run_dir = run(tmp_path, ["train", "quantize"], [*QUIET, *calibrated])
+    text = card(run_dir / "02-quantize")
+    warning = "**Also read without DP or defense:** the members, by quantize"
+    assert NOT_DP_HEADING in text and warning in text
+    assert text.index(warning) < text.index("## The model")  # up front, with the defense's
+    plain = run(tmp_path / "plain", ["train", "export"], [*QUIET, 'train.defense="l2"'])
+    assert "Also read without DP" not in card(plain / "02-export")
+
+
 def test_a_non_private_run_says_not_private(tmp_path: Path) -> None:
     run_dir = run(tmp_path, ["train", "export"], QUIET)
     text = card(run_dir / "02-export")

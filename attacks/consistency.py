@@ -7,19 +7,20 @@ reads the same two): TPR <= e^ε · FPR + δ, and TNR <= e^ε · FNR + δ (1 - F
 confidence intervals, is a broken privacy claim or a broken attack (or evaluation), and a report
 must say so.
 
-The test is made at a fixed family of points, fixed before looking at any result: each attack
-run × each FPR of FPR_GRID (the operating point of largest TPR at FPR <= the grid value). At each
-of the family's K points a Clopper–Pearson lower bound on TPR and an upper bound on FPR, each at
-confidence 1 - α / (2K) (Bonferroni over the points and their two bounds), are compared with
-both inequalities: while all 2K bounds hold (probability >= 1 - α) a mechanism that keeps its
-promise satisfies both at every point with the bounds in place of the rates, so it is flagged
-anywhere with probability <= α.
-The strongest attack a report headlines is picked from the same family, and its TPR interval is
-corrected the same way (`strongest_attack`).
+The test is made at a fixed family of points, fixed before looking at any result: for each
+attack run and each value g of FPR_GRID, the operating point of largest TPR at FPR <= g (where
+the TPR side binds) and the one of smallest FPR at FNR <= g (where the TNR side binds, near
+TPR 1), K = 2 × attacks × grid points. At each, a Clopper–Pearson lower bound on TPR and an
+upper bound on FPR, each at confidence 1 - α / (2K) (Bonferroni over the points and their two
+bounds), stand in for the rates in both inequalities: while all 2K bounds hold (probability
+>= 1 - α) a mechanism that keeps its promise satisfies both at every point with the bounds in
+place of the rates, so it is flagged anywhere with probability <= α.
+The strongest attack a report headlines is picked from the FPR half of the family, its TPR
+interval corrected for that half the same way (`strongest_attack`).
 
 The operating point is chosen on the same scores it is tested on, which this correction does not
-cover exactly; reading the FPR at its grid value (as downsampled ROC curves store it) errs on the
-side of not flagging.
+cover exactly; reading the FPR at a grid value above the point's (as downsampled ROC curves store
+it, with the best TPR at or below it) errs on the side of not flagging, on both sides.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from scipy.stats import beta
 
 from attacks.metrics import ANCHOR_FPRS, RocCurve, clopper_pearson_upper
@@ -47,10 +49,17 @@ def clopper_pearson_lower(count: int, n: int, *, confidence: float) -> float:
 TPR_SIDE, TNR_SIDE = "TPR", "TNR"  # which inequality: TPR <= e^ε·FPR + δ, TNR <= e^ε·FNR + δ
 
 
+def dp_tpr_bound(fpr: float, *, epsilon: float, delta: float) -> float:
+    """The largest TPR an (ε, δ)-DP mechanism allows at this FPR: both sides of the region."""
+    scale = math.exp(min(epsilon, 700.0))  # e^ε overflows past ε ~ 709
+    return min(1.0, scale * fpr + delta, 1.0 - (1.0 - fpr - delta) / scale)
+
+
 @dataclass(frozen=True)
 class Violation:
     attack: str
-    fpr_point: float  # the grid value
+    family: str  # "FPR": the point of largest TPR at FPR <= point; "FNR": smallest FPR at FNR <=
+    point: float  # the grid value
     fpr: float  # the operating point's FPR (an upper bound of it on a downsampled ROC)
     tpr: float
     side: str  # TPR_SIDE or TNR_SIDE
@@ -86,10 +95,12 @@ def bound_violations(
         raise ValueError(f"need a finite ε >= 0 and δ in [0, 1), got {epsilon}, {delta}")
     if n_members < 1 or n_nonmembers < 1:
         raise ValueError("need at least one member and one non-member")
-    tests = max(1, len(rocs) * len(fpr_grid))
+    tests = max(1, 2 * len(rocs) * len(fpr_grid))
     confidence = 1.0 - alpha / (2 * tests)
     found = []
-    for attack, point, fpr, tpr in _family(rocs, fpr_grid):
+    points = [("FPR", *p) for p in _family(rocs, fpr_grid)]
+    points += [("FNR", *p) for p in _fnr_family(rocs, fpr_grid)]
+    for family, attack, point, fpr, tpr in points:
         tp, fp = round(tpr * n_members), round(fpr * n_nonmembers)
         tpr_lower = clopper_pearson_lower(tp, n_members, confidence=confidence)
         fpr_upper = clopper_pearson_upper(fp, n_nonmembers, confidence=confidence)
@@ -101,7 +112,8 @@ def bound_violations(
         )
         for side, rate_lower, bound in sides:
             if rate_lower > bound:
-                found.append(Violation(attack, point, fpr, tpr, side, rate_lower, bound))
+                violation = Violation(attack, family, point, fpr, tpr, side, rate_lower, bound)
+                found.append(violation)
     return found
 
 
@@ -116,6 +128,21 @@ def _family(
             if not ok.any():
                 continue
             best = int(roc.tpr.argmax() if ok.all() else (roc.tpr * ok).argmax())
+            yield attack, point, float(roc.fpr[best]), float(roc.tpr[best])
+
+
+def _fnr_family(
+    rocs: Mapping[str, RocCurve], fnr_grid: tuple[float, ...]
+) -> Iterator[tuple[str, float, float, float]]:
+    """(attack, grid FNR, operating point's FPR, its TPR): the operating point of smallest FPR
+    at FNR <= each grid value (TPR >= 1 - g), for every attack: the mirror of _family."""
+    for attack, roc in rocs.items():
+        for point in fnr_grid:
+            ok = np.flatnonzero(roc.tpr >= 1.0 - point - 1e-12)
+            if not ok.size:
+                continue
+            lowest = ok[roc.fpr[ok] == roc.fpr[ok].min()]
+            best = int(lowest[roc.tpr[lowest].argmax()])  # of one FPR, the largest TPR
             yield attack, point, float(roc.fpr[best]), float(roc.tpr[best])
 
 

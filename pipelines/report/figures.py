@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from attacks.consistency import dp_tpr_bound
+
 # Colour-blind-safe colours (Okabe–Ito), each with a dash and a marker so that grey prints work.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 DASHES = ("-", "--", "-.", ":")
@@ -65,10 +67,7 @@ def roc_figure(
     ax.plot(grid, grid, color="0.4", linewidth=1, linestyle=(0, (1, 1)), label="chance (TPR = FPR)")
     if epsilon is not None and math.isfinite(epsilon):
         d = delta or 0.0
-        bound = [
-            min(1.0, math.exp(epsilon) * f + d, 1.0 - math.exp(-epsilon) * (1.0 - f - d))
-            for f in grid
-        ]
+        bound = [dp_tpr_bound(f, epsilon=epsilon, delta=d) for f in grid]
         label = f"DP bound (ε = {epsilon:.3g}, δ = {d:.2g})"
         ax.plot(grid, bound, color="black", linewidth=2.2, linestyle="-", label=label)
     ax.set_xscale("log")

@@ -81,13 +81,14 @@ def _top(report: dict[str, Any]) -> list[Block]:
     title = f"privcomp report · {run['dataset']} · {run['model']} · seed {run['seed']}"
     blocks: list[Block] = [Heading(1, title)]
     found = violations(report)
-    tests = f"{len(FPR_GRID)} FPRs ({', '.join(_percent(p) for p in FPR_GRID)})"
+    grid = ", ".join(_percent(p) for p in FPR_GRID)
+    tests = f"the points of largest TPR at FPR ≤ and of smallest FPR at FNR ≤ each of {grid}"
     if found:
         blocks.append(
             Paragraph(
-                f"Consistency check failed: {len(found)} attack operating point(s) break a DP "
-                "bound (TPR ≤ e^ε·FPR + δ or TNR ≤ e^ε·FNR + δ) beyond their corrected "
-                "confidence intervals. Either "
+                f"Consistency check failed: {len(found)} DP-bound violation(s) (an attack's "
+                "operating point outside TPR ≤ e^ε·FPR + δ or TNR ≤ e^ε·FNR + δ beyond its "
+                "corrected confidence intervals; one point may break both). Either "
                 "the privacy claim or the attack (its evaluation) is broken; do not ship until "
                 "it is explained.",
                 "alert",
@@ -102,10 +103,9 @@ def _top(report: dict[str, Any]) -> list[Block]:
         blocks.append(
             Paragraph(
                 "Consistency check passed: no attack breaks TPR ≤ e^ε·FPR + δ or TNR ≤ "
-                f"e^ε·FNR + δ beyond its confidence intervals at any of {tests}, "
-                "Bonferroni-corrected over the attacks × "
-                f"FPRs (family-wise α = {ALPHA} per artifact, on the pair and on the canaries "
-                "apart).",
+                f"e^ε·FNR + δ beyond its confidence intervals at {tests}, Bonferroni-corrected "
+                f"over the attacks × points (family-wise α = {ALPHA} per artifact, on the pair "
+                "and on the canaries apart).",
                 "ok",
             )
         )

@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from attacks.consistency import FPR_GRID, bound_violations, clopper_pearson_lower, strongest_attack
+from attacks.consistency import (
+    FPR_GRID,
+    Violation,
+    bound_violations,
+    clopper_pearson_lower,
+    dp_tpr_bound,
+    strongest_attack,
+)
 from attacks.metrics import RocCurve, clopper_pearson_upper, roc_of
 
 N = 500
@@ -34,12 +41,59 @@ def test_a_roc_near_tpr_one_is_flagged_by_the_tnr_side_alone() -> None:
     every grid point, but TNR 0.5 is far above e·FNR + δ (FNR 0.01)."""
     roc = RocCurve(fpr=np.array([0.0, 0.5, 1.0]), tpr=np.array([0.0, 0.99, 1.0]))
     found = bound_violations({"high": roc}, n_members=N, n_nonmembers=N, epsilon=1.0, delta=1e-5)
-    assert [(v.side, v.fpr_point) for v in found] == [("TNR", 0.5)]
-    (v,) = found
-    assert v.rate_lower > v.bound_upper and v.rate_lower <= 0.5
+    assert found and {v.side for v in found} == {"TNR"}
+    v = found[0]
+    assert v.rate_lower > v.bound_upper and v.rate_lower < 0.5  # a bound, not the estimate
     assert v.line().startswith("high: TNR 0.500") and "exceeds e^ε·FNR + δ" in v.line()
     # Consistent with an ε where e^ε·FNR reaches the TNR.
     assert bound_violations({"high": roc}, n_members=N, n_nonmembers=N, epsilon=5, delta=0) == []
+
+
+def test_the_tnr_side_is_tested_beyond_fpr_50_percent() -> None:
+    """Within both bounds at FPR <= 50%; at FPR 70% all but 0.1% of the members are found, TNR
+    0.3 against e·FNR ~ 0.003: only the FNR half of the family looks there."""
+    roc = RocCurve(fpr=np.array([0.0, 0.5, 0.7, 1.0]), tpr=np.array([0.0, 0.6, 0.999, 1.0]))
+    found = bound_violations({"a": roc}, n_members=5000, n_nonmembers=5000, epsilon=1.0, delta=0)
+    assert found and all((v.family, v.side, v.fpr) == ("FNR", "TNR", 0.7) for v in found)
+
+
+def test_the_tnr_side_uses_the_bounds_not_the_estimates() -> None:
+    """At 50 members and non-members the estimates break TNR <= e·FNR + δ (0.5 > e · 0.02), the
+    corrected bounds do not: an honest mechanism is not flagged for its sampling noise."""
+    roc = RocCurve(fpr=np.array([0.0, 0.5, 1.0]), tpr=np.array([0.0, 0.98, 1.0]))
+    assert math.e * (1 - 0.98) < 1 - 0.5  # the estimates break it
+    assert bound_violations({"a": roc}, n_members=50, n_nonmembers=50, epsilon=1, delta=0) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_tnr_side_is_the_tpr_side_of_the_mirrored_test(seed: int) -> None:
+    """Swapping members and non-members and the test's answer maps (FPR, TPR) to (FNR, TNR):
+    the TNR side of a ROC is the TPR side of its mirror, the FNR half of the family its FPR
+    half, with the sizes swapped."""
+    rng = np.random.default_rng(seed)
+    roc = roc_of(rng.normal(2.5, 1.0, 300), rng.normal(0.0, 1.0, 200))
+    mirror = RocCurve(fpr=(1.0 - roc.tpr)[::-1], tpr=(1.0 - roc.fpr)[::-1])
+    eps = float(rng.uniform(0.0, 1.5))
+    ours = bound_violations({"a": roc}, n_members=300, n_nonmembers=200, epsilon=eps, delta=0)
+    theirs = bound_violations({"a": mirror}, n_members=200, n_nonmembers=300, epsilon=eps, delta=0)
+
+    def found(violations: list[Violation], family: str, side: str) -> list[tuple[float, ...]]:
+        return sorted(
+            (v.point, round(v.rate_lower, 9), round(v.bound_upper, 9))
+            for v in violations
+            if (v.family, v.side) == (family, side)
+        )
+
+    tnr = found(ours, "FNR", "TNR")
+    assert tnr and tnr == found(theirs, "FPR", "TPR")
+
+
+def test_the_plotted_bound_is_the_smaller_of_the_two_sides() -> None:
+    for fpr in (0.0, 0.001, 0.05, 0.5, 0.9, 1.0):
+        expected = min(1.0, math.e * fpr + 1e-5, 1 - (1 - fpr - 1e-5) / math.e)
+        assert dp_tpr_bound(fpr, epsilon=1.0, delta=1e-5) == pytest.approx(expected)
+    assert dp_tpr_bound(0.5, epsilon=1.0, delta=0) < math.e * 0.5  # the TNR side binds there
+    assert dp_tpr_bound(0.3, epsilon=1e6, delta=0) == 1.0  # no overflow
 
 
 def test_an_attack_at_chance_is_consistent_even_with_a_tight_epsilon() -> None:

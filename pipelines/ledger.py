@@ -70,13 +70,16 @@ class _Account:
     cached: Guarantee | None = None  # compose() of the current history (PRV takes a second)
     neighbours: str | None = None  # the relation of every mechanism in the history
 
-    def add(self, mechanism: Mechanism, spend: Spend, budget: Budget, label: str) -> None:
+    def check_relation(self, spend: Spend, label: str) -> None:
         if self.neighbours not in (None, spend.neighbours):
             raise PrivcompError(
                 f"stage '{label}' is accounted under {spend.neighbours} neighbours and what it "
                 f"composes with under {self.neighbours}: one accountant cannot compose the two "
                 "(a replace-one guarantee is two add/remove steps); refused"
             )
+
+    def add(self, mechanism: Mechanism, spend: Spend, budget: Budget, label: str) -> None:
+        self.check_relation(spend, label)
         self.neighbours = spend.neighbours
         if self.accountant is None:
             self.accountant = str(spend.details.get("accountant", "prv"))
@@ -210,7 +213,12 @@ class Ledger:
 
     def admit(self, stage: str, planned: Spend, *, earlier: Sequence[Spend] = ()) -> None:
         """Refuse (PrivcompError) a stage whose planned spend (with its earlier releases, for a
-        forced re-run) would pass the budget."""
+        forced re-run) would pass the budget, or whose neighbour relation is not that of what it
+        would compose with (with or without a budget: before the stage reads anything)."""
+        if planned.kind == "dp":
+            self.datasets.get(planned.dataset, _Account()).check_relation(planned, stage)
+            if planned.lineage == "continue" and self.lineage is not None:
+                self.lineage.check_relation(planned, stage)
         cap = self.budget.epsilon
         if cap is None or planned.kind == "post-processing":
             return

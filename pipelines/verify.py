@@ -1,8 +1,8 @@
 """The runner's check that a stage spent what it was admitted for: the planned mechanism (same
-kind, data set and lineage; the same δ, accountant, noise mode, engine and per-example source
-where the plan names them; the same σ and q with no more steps, or the same RDP curve), with an
-ε no larger than the plan's. A stage that ran another mechanism than the one the budget admitted
-is a bug, and its result is refused."""
+kind, data set, lineage and neighbour relation; the same δ, accountant, noise mode, engine and
+per-example source where the plan names them; the same σ and q with no more steps, or the same
+RDP curve), with an ε no larger than the plan's. A stage that ran another mechanism than the one
+the budget admitted is a bug, and its result is refused."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def spend_problems(planned: Spend, spent: Spend) -> list[str]:
     """What differs between a plan and a spend (empty when the spend keeps to the plan)."""
     problems = [
         f"{name} {getattr(spent, name)!r} != planned {getattr(planned, name)!r}"
-        for name in ("kind", "dataset", "lineage")
+        for name in ("kind", "dataset", "lineage", "neighbours")
         if getattr(planned, name) != getattr(spent, name)
     ]
     if problems or planned.kind != "dp":

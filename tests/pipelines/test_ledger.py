@@ -125,6 +125,9 @@ def test_spends_under_different_neighbour_relations_are_refused_not_composed() -
     )
     ledger = Ledger()
     ledger.record("train-ladp", dp(*LADP))
+    # Refused before the stage runs, with or without a budget, and when it records.
+    with pytest.raises(PrivcompError, match="'prune' is accounted under replace-one neighbours"):
+        ledger.admit("prune", replace_one)
     with pytest.raises(PrivcompError, match="'prune' is accounted under replace-one neighbours"):
         ledger.record("prune", replace_one)
     # A new lineage on the same members still composes into their total: refused too.

@@ -44,6 +44,7 @@ def test_a_spend_that_keeps_to_its_plan_passes() -> None:
         (replace(PLAN, epsilon=3.1), "epsilon 3.1 > planned 3.0"),
         (replace(PLAN, dataset="public"), "dataset"),
         (replace(PLAN, lineage="continue"), "lineage"),
+        (replace(PLAN, neighbours="replace-one"), "neighbours 'replace-one'"),
         (Spend(kind="none"), "kind"),
         (replace(PLAN, delta=0.5), "delta 0.5 != planned 1e-05"),
         (changed(accountant="rdp"), "accountant 'rdp'"),

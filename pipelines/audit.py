@@ -101,8 +101,9 @@ def _read_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
 
 
 def _training_entry(ledger: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The ledger entry of the run's DP training stage, and its engine (privacy.engines)."""
-    for entry in ledger["stages"]:
+    """The ledger entry of the run's DP training stage (the last one, which the latest
+    artifact descends from), and its engine (privacy.engines)."""
+    for entry in reversed(ledger["stages"]):
         if entry["kind"] == "dp" and "engine" in entry and entry["stage"] in DP_TRAINING_STAGES:
             return dict(entry), str(entry["engine"])
     raise PrivcompError(
@@ -136,7 +137,7 @@ def audit_run(
     workers = run.workers if workers is None else workers
     address = run.ray_address if ray_address is None else ray_address
     runner = make_executor(executor, workers=workers, address=address, report=reporter.info)
-    with locked(run_dir):  # no run may write the ledger while the audit reads it
+    with locked(run_dir, option=None):  # no run may write the ledger while the audit reads it
         return _audit(
             run_dir,
             config,

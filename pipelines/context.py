@@ -22,6 +22,7 @@ DP_TRAINING_STAGES = ("train-ladp", "train-dpsgd")
 # train-fl trains from scratch like the others; its references use the cheap [train] recipe
 # (evaluate.reference_recipe "auto" mirrors only the single-machine DP engines).
 TRAINING_STAGES = ("train", *DP_TRAINING_STAGES, "train-fl")
+MODEL_STAGES = (*TRAINING_STAGES, "distill")  # the stages whose output is a fresh model
 
 
 @dataclass
@@ -109,24 +110,34 @@ class RunContext:
         order = np.random.default_rng(self.seed).permutation(len(x))[: min(n, len(x))]
         return x[order], y[order]
 
+    def _last_of(self, stages: tuple[str, ...]) -> int:
+        found = [i for i, s in enumerate(self.history) if s in stages]
+        return found[-1] if found else 0
+
     @property
-    def lineage_start(self) -> int:
+    def trained_at(self) -> int:
         """Position in history of the training stage the latest artifact descends from: the
         last one run (a training stage starts a new lineage, so an earlier one's model is no
         longer the latest); 0 when none ran."""
-        trained = [i for i, s in enumerate(self.history) if s in TRAINING_STAGES]
-        return trained[-1] if trained else 0
+        return self._last_of(TRAINING_STAGES)
+
+    @property
+    def model_made_at(self) -> int:
+        """Position in history of the stage that made the latest model's weights afresh: its
+        training stage, or a distill after it (a new student); the compression before it was
+        another model's."""
+        return self._last_of(MODEL_STAGES)
 
     @property
     def trained_by(self) -> str | None:
         """The training stage the latest artifact descends from."""
-        stage = self.history[self.lineage_start] if self.history else None
+        stage = self.history[self.trained_at] if self.history else None
         return stage if stage in TRAINING_STAGES else None
 
     def defense(self) -> Defense | None:
         """The membership-inference defense the latest artifact carries: the one [train] ran,
-        unless a distilled student (a new model, trained on the public split) replaced it."""
-        if self.trained_by != "train" or "distill" in self.history[self.lineage_start :]:
+        unless a later model (another training stage's, a distilled student) replaced it."""
+        if not self.history or self.history[self.model_made_at] != "train":
             return None
         return self.config.defense()
 

@@ -349,8 +349,8 @@ def _mirrored(
     ctx: RunContext, refs: ReferenceSet, candidates: Candidates, base: Path, *, shared: bool
 ) -> ReferenceSet:
     """The references passed through the latest artifact's compression (pipelines.mirror)."""
-    lineage = ctx.history[ctx.lineage_start :]
-    skipped = [s for s in lineage if s not in (*MIRRORED_STAGES, *TRAINING_STAGES, "evaluate")]
+    since = ctx.history[ctx.model_made_at :]
+    skipped = [s for s in since if s not in (*MIRRORED_STAGES, *TRAINING_STAGES, "evaluate")]
     if skipped:
         ctx.reporter.info(f"  mirror: references are not passed through {', '.join(skipped)}")
     steps = mirror_steps(ctx)

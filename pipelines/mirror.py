@@ -70,10 +70,10 @@ class MirrorStep:
 
 def mirror_steps(ctx: RunContext) -> list[MirrorStep]:
     """The compression stages the latest artifact went through, in order, from their records
-    (those of its own lineage: after the training stage it descends from)."""
+    (those of its own model: after the stage that made it, RunContext.model_made_at)."""
     steps = []
     for position, stage in enumerate(ctx.history):
-        if stage not in MIRRORED_STAGES or position < ctx.lineage_start:
+        if stage not in MIRRORED_STAGES or position < ctx.model_made_at:
             continue
         metrics = ctx.stage_metrics[position] if position < len(ctx.stage_metrics) else {}
         record = metrics.get(RECORD_KEY)

@@ -296,6 +296,9 @@ def card_facts(
     spend: the stage's; record: its compression record (what it chose)."""
     metas = [read_metadata(path) for path in files]
     output = metas[-1]
+    # The steps of this file's lineage: from the training stage it descends from (an earlier
+    # training's release is in the run's total, which the card states beside its own ε).
+    start = ctx.trained_at
     history = list(ctx.history)
     entries = [e for e in ctx.ledger.entries if e["kind"] != "earlier-release"]
     kinds = [str(e["kind"]) for e in entries[: len(history)]]
@@ -308,7 +311,10 @@ def card_facts(
     metrics_of = [*ctx.stage_metrics[: len(history)]]
     metrics_of += [{}] * (len(history) - len(metrics_of))
     for name, kind, metrics in zip(
-        [*history, stage], [*kinds, spend.kind], [*metrics_of, {"compression": record}], strict=True
+        [*history[start:], stage],
+        [*kinds[start:], spend.kind],
+        [*metrics_of[start:], {"compression": record}],
+        strict=True,
     ):
         text, public, test = _step_descriptions(ctx, name, metrics, kind)
         privacy = "audit" if name == "evaluate" else kind

@@ -82,11 +82,12 @@ def stage_dir_name(position: int, stage: str) -> str:
 
 
 @contextmanager
-def locked(run_dir: Path, *, option: str = "--run-dir") -> Iterator[None]:
+def locked(run_dir: Path, *, option: str | None = "--run-dir") -> Iterator[None]:
     """Hold the run dir's lock: an exclusive flock on its file .lock, released when the process
     ends, even on kill -9 (two processes writing one run would both release the members and race
     on the ledger and the release log). The file names the holder's pid while it is held.
-    `option`: the command-line option that names the folder, for the refusal's hint."""
+    `option`: the command-line option that names the folder, for the refusal's hint (None: the
+    folder is the command's argument, and only waiting helps)."""
     lock = run_dir / LOCK
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,7 @@ def locked(run_dir: Path, *, option: str = "--run-dir") -> Iterator[None]:
             pid = f"pid {holder}, " if holder.isdigit() else ""
             raise PrivcompError(
                 f"{run_dir} is in use by another privcomp process ({pid}lock file {lock}); "
-                f"wait for it to finish or pass another {option}"
+                "wait for it to finish" + (f" or pass another {option}" if option else "")
             ) from None
         try:
             handle.truncate(0)

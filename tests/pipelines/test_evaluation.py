@@ -275,10 +275,13 @@ def test_the_latest_training_stage_says_what_the_artifact_is(tmp_path: Path) -> 
     assert ctx.trained_by == "train-ladp" and ctx.defense() is None
     ctx.history = ["train", "distill"]  # a student trained on the public split
     assert ctx.trained_by == "train" and ctx.defense() is None
+    ctx.history = ["train-ladp", "prune", "distill"]
+    assert (ctx.trained_at, ctx.model_made_at) == (0, 2)
+    assert mirror_steps(ctx) == []  # the prune was the teacher's
     ctx.history = ["train", "distill", "train"]
     assert ctx.defense() is not None
     ctx.history = []
-    assert (ctx.trained_by, ctx.lineage_start) == (None, 0)
+    assert (ctx.trained_by, ctx.trained_at, ctx.model_made_at, ctx.defense()) == (None, 0, 0, None)
 
 
 def test_a_defended_target_gets_references_trained_with_its_defense(tmp_path: Path) -> None:

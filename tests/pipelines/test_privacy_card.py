@@ -257,6 +257,17 @@ def test_a_defended_run_calibrated_on_the_members_names_that_step_too(tmp_path: 
     assert "Also read without DP" not in card(plain / "02-export")
 
 
+def test_the_steps_are_the_files_lineage_and_the_total_the_runs(tmp_path: Path) -> None:
+    """A defended model trained first, then a DP one that export ships: the card's steps start
+    at the DP training; the earlier non-DP read shows as the members' total, ε = ∞."""
+    run_dir = run(tmp_path, ["train", "train-ladp", "export"], [*QUIET, 'train.defense="l2"'])
+    facts = read_card_facts(run_dir / "03-export")
+    assert [s.stage for s in facts.steps] == ["train-ladp", "export"]
+    assert facts.defense is None and facts.epsilon is not None and facts.total_epsilon is None
+    text = card(run_dir / "03-export")
+    assert NOT_DP_HEADING not in text and "the members' total so far is ε = ∞" in text
+
+
 def test_a_non_private_run_says_not_private(tmp_path: Path) -> None:
     run_dir = run(tmp_path, ["train", "export"], QUIET)
     text = card(run_dir / "02-export")

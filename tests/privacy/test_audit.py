@@ -22,11 +22,12 @@ from typer.testing import CliRunner
 
 import privacy.ladp
 import privacy.step
-from pipelines.audit import audit_run
+from pipelines.audit import _training_entry, audit_run
 from pipelines.audit_statistics import gdp_bounds, threshold_epsilon
 from pipelines.cli import app
 from pipelines.config import load_config
 from pipelines.progress import Reporter
+from pipelines.rundir import locked
 from pipelines.runner import run_pipeline
 from privacy.accounting import compute_epsilon, gaussian_epsilon
 from tests.conftest import TINY
@@ -134,3 +135,17 @@ def test_cli_prints_one_line_and_refuses_a_run_without_dp(dp_run: Path, tmp_path
     assert refused.exit_code == 2 and "has none" in refused.output
     missing = CliRunner().invoke(app, ["audit", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "not a privcomp run directory" in missing.output
+
+
+def test_the_audit_tests_the_last_dp_training_and_waits_for_a_busy_run(dp_run: Path) -> None:
+    """The latest artifact descends from the last training stage: its entry is the audited one.
+    A run dir another process holds is refused in one line that asks to wait (the run dir is
+    the command's argument: there is no --run-dir to change)."""
+    first = {"stage": "train-dpsgd", "kind": "dp", "engine": "dp-sgd"}
+    last = {"stage": "train-ladp", "kind": "dp", "engine": "ladp"}
+    entry, engine = _training_entry({"stages": [first, {"stage": "prune", "kind": "x"}, last]})
+    assert (entry["stage"], engine) == ("train-ladp", "ladp")
+    with locked(dp_run):
+        busy = CliRunner().invoke(app, ["audit", str(dp_run), "--trials", "8"])
+    assert busy.exit_code == 2 and "in use by another privcomp process" in busy.output
+    assert "wait for it to finish" in busy.output and "--run-dir" not in busy.output

@@ -28,7 +28,6 @@ from pipelines.planning import check_budget, check_run, plan
 from pipelines.progress import Reporter
 from pipelines.releases import ReleaseLog
 from pipelines.rundir import locked, read_json, stage_dir_name, write_atomic, write_json
-from pipelines.settings.run import RunSettings
 from pipelines.spend import Spend
 from pipelines.stage import Stage, StageResult
 from pipelines.summary import artifact_row, run_info, with_measurements
@@ -155,18 +154,19 @@ def _attack_plan(config: Config, stages: list[Stage]) -> list[tuple[str, ...]]:
 
 def _prepare_run_dir(run_dir: Path, config: Config, splits: Splits) -> None:
     """Refuse to mix configurations in one run dir: what is there is never overwritten. How the
-    work is spread (RunSettings.EXECUTION) is no part of what a run is: a run dir started on
-    one executor resumes on another, and its config.toml keeps the first."""
+    work is spread (EXECUTION) is no part of what a run is: a run dir started on one executor
+    resumes on another, and its config.toml keeps the first."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file, splits_file = run_dir / "config.toml", run_dir / "splits.json"
     text = to_toml(config)
     if config_file.exists():
-        if _without_execution(config_file.read_text()) != _without_execution(text):
+        recorded = config_file.read_text()
+        if _without_execution(recorded, config_file) != _without_execution(text, config_file):
             raise PrivcompError(
                 f"{run_dir} holds a run with a different configuration; "
                 "pass another --run-dir or remove that folder"
             )
-        text = config_file.read_text()
+        text = recorded
     if splits_file.exists() and Splits.from_json(splits_file.read_text()).to_json() != (
         splits.to_json()
     ):
@@ -175,10 +175,24 @@ def _prepare_run_dir(run_dir: Path, config: Config, splits: Splits) -> None:
     write_atomic(splits_file, splits.to_json())
 
 
-def _without_execution(text: str) -> dict[str, Any]:
-    settings = tomllib.loads(text)
-    for key in RunSettings.EXECUTION:
-        settings.get("run", {}).pop(key, None)
+# How the work is spread, not what it computes: a run dir resumes under other values of these.
+EXECUTION = (
+    ("run", "executor"),
+    ("run", "workers"),
+    ("run", "ray_address"),
+    ("train-fl", "workers"),
+)
+
+
+def _without_execution(text: str, source: Path) -> dict[str, Any]:
+    try:
+        settings = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PrivcompError(
+            f"{source} is not valid TOML ({exc}); pass another --run-dir or remove that folder"
+        ) from None
+    for section, key in EXECUTION:
+        settings.get(section, {}).pop(key, None)
     return settings
 
 

@@ -29,8 +29,6 @@ class RunSettings(Section):
     ray_address: str = setting(
         "", 'Ray cluster: "" (a single-node one on this machine) | "auto" | "HOST:PORT"'
     )
-    # How the work is spread, not what it computes: a run dir resumes under other values.
-    EXECUTION = ("executor", "workers", "ray_address")
     reproducible_noise: bool = setting(
         False,
         "DP noise and sampling from the seed (experiments only: ε does not hold against the seed)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -123,9 +124,24 @@ def test_a_run_dir_resumes_on_another_executor(main_run: tuple[Path, dict, Confi
     run_dir, summary, config = main_run
     before = (run_dir / "config.toml").read_text()
     other = config.with_values("run", executor="serial", workers=1, ray_address="auto")
+    other = other.with_values("train-fl", workers=3)
     again = run_pipeline(MAIN, config=other, run_dir=run_dir, reporter=Reporter())
     assert again["stages"] == summary["stages"]
     assert (run_dir / "config.toml").read_text() == before
+
+
+def test_a_run_dir_with_a_damaged_config_is_refused_and_kept(
+    main_run: tuple[Path, dict, Config], tmp_path: Path
+) -> None:
+    run_dir, _, config = main_run
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    (damaged / "config.toml").write_text("[run\n")
+    before = (damaged / "summary.json").read_text()
+    with pytest.raises(PrivcompError, match="config.toml is not valid TOML"):
+        run_pipeline(MAIN, config=config, run_dir=damaged, reporter=Reporter())
+    assert (damaged / "summary.json").read_text() == before
+    assert (damaged / "config.toml").read_text() == "[run\n"
 
 
 def test_a_run_dir_with_another_config_is_refused_and_kept(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,33 +217,38 @@ def test_the_report_shows_the_privacy_card_with_the_owners_attack_results(
     assert f"| lira | {lira_auc} [" in section
 
 
+def _reported_again(
+    reported: tuple[Path, str], folder: Path, edit: Callable[[dict[str, Any]], None]
+) -> str:
+    """The report of a copy of the tiny run whose summary.json `edit` changed, as Markdown."""
+    shutil.copytree(reported[0], folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    edit(summary)
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert report(str(folder)).exit_code == 0
+    return (folder / "report.md").read_text()
+
+
 def test_a_run_without_attacks_says_the_check_was_not_made(
     reported: tuple[Path, str], tmp_path: Path
 ) -> None:
-    run_dir, _ = reported
-    quiet = tmp_path / "quiet"
-    shutil.copytree(run_dir, quiet)
-    summary = json.loads((quiet / "summary.json").read_text())
-    for stage in summary["stages"]:
-        stage["attacks"] = {}
-    (quiet / "summary.json").write_text(json.dumps(summary))
-    assert report(str(quiet)).exit_code == 0
-    md = (quiet / "report.md").read_text()
+    def no_attacks(summary: dict[str, Any]) -> None:
+        for stage in summary["stages"]:
+            stage["attacks"] = {}
+
+    md = _reported_again(reported, tmp_path / "quiet", no_attacks)
     assert "Consistency check: not made, no attack ran" in md and "check passed" not in md
 
 
 def test_a_row_that_is_not_private_names_no_noise_mode(
     reported: tuple[Path, str], tmp_path: Path
 ) -> None:
-    run_dir, _ = reported
-    plain = tmp_path / "plain"
-    shutil.copytree(run_dir, plain)
-    summary = json.loads((plain / "summary.json").read_text())
-    (prune,) = [s for s in summary["stages"] if s["name"] == "prune"]
-    prune["privacy"]["epsilon"] = None  # as if it had read the members without DP
-    (plain / "summary.json").write_text(json.dumps(summary))
-    assert report(str(plain)).exit_code == 0
-    table = (plain / "report.md").read_text().split("\n## Artifacts\n\n", 1)[1].split("\n\n")[0]
+    def prune_not_private(summary: dict[str, Any]) -> None:
+        (prune,) = [s for s in summary["stages"] if s["name"] == "prune"]
+        prune["privacy"]["epsilon"] = None  # as if it had read the members without DP
+
+    md = _reported_again(reported, tmp_path / "plain", prune_not_private)
+    table = md.split("\n## Artifacts\n\n", 1)[1].split("\n\n")[0]
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()]
     noise = rows[0].index("noise")
     by_stage = {row[0]: row for row in rows[2:]}

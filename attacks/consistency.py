@@ -19,8 +19,9 @@ The strongest attack a report headlines is picked from the FPR half of the famil
 interval corrected for that half the same way (`strongest_attack`).
 
 The operating point is chosen on the same scores it is tested on, which this correction does not
-cover exactly; reading the FPR at a grid value above the point's (as downsampled ROC curves store
-it, with the best TPR at or below it) errs on the side of not flagging, on both sides.
+cover exactly. Downsampled ROC curves (attacks.metrics.RocCurve.downsample, what metrics.json
+stores) keep both halves' points exactly: the grid FPRs, and the FPR of the smallest-FPR point
+at each grid FNR (the log-spaced grid alone is sparse near FPR 1, where the TNR side binds).
 """
 
 from __future__ import annotations

@@ -19,8 +19,11 @@ from sklearn.metrics import classification_report, roc_curve
 # bound: 0.975 each, so that both hold together with probability >= 95% (union bound).
 CP_CONFIDENCE = 0.975
 # FPRs every stored ROC keeps exactly (the headline TPRs and attacks.consistency's family read
-# them), besides its log-spaced points.
+# them), besides its log-spaced points; and FNRs whose operating points it keeps exactly too
+# (the smallest FPR at each: where the consistency check's TNR side binds, near TPR 1, and the
+# log-spaced grid is sparse).
 ANCHOR_FPRS = (0.001, 0.01, 0.1, 0.5)
+ANCHOR_FNRS = ANCHOR_FPRS
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,20 @@ class RocCurve:
         ok = self.fpr <= max_fpr + 1e-12
         return float(self.tpr[ok].max()) if ok.any() else 0.0
 
+    def fpr_at(self, max_fnr: float) -> float:
+        """Smallest FPR among operating points with FNR <= max_fnr (TPR >= 1 - max_fnr)."""
+        ok = self.tpr >= 1.0 - max_fnr - 1e-12
+        return float(self.fpr[ok].min()) if ok.any() else 1.0
+
     def downsample(self, points: int) -> RocCurve:
-        """Log-spaced FPR grid (for log-log plots) and the ANCHOR_FPRS; TPR is the best one at or
-        below each FPR, so the stored TPR at 1% FPR is the one the metrics report."""
+        """Log-spaced FPR grid (for log-log plots), the ANCHOR_FPRS and the FPRs of the
+        ANCHOR_FNRS' points; TPR is the best one at or below each FPR, so the stored TPR at 1%
+        FPR is the one the metrics report, and the point of smallest FPR at FNR <= 1% is kept."""
         positive = self.fpr[self.fpr > 0]
         low = float(positive.min()) if positive.size else 1.0
         spaced = np.geomspace(low, 1.0, max(points - 1, 1))
-        grid = np.unique(np.concatenate([[0.0], spaced, ANCHOR_FPRS]))
+        at_fnrs = [self.fpr_at(g) for g in ANCHOR_FNRS]
+        grid = np.unique(np.concatenate([[0.0], spaced, ANCHOR_FPRS, at_fnrs]))
         tpr = np.array([self.tpr_at(float(g)) for g in grid])
         return RocCurve(fpr=grid, tpr=tpr)
 

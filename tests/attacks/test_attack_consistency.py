@@ -57,6 +57,25 @@ def test_the_tnr_side_is_tested_beyond_fpr_50_percent() -> None:
     assert found and all((v.family, v.side, v.fpr) == ("FNR", "TNR", 0.7) for v in found)
 
 
+def test_a_stored_roc_keeps_the_points_the_tnr_side_tests() -> None:
+    """5% of the non-members score far below every member: a threshold under all members finds
+    them all (FNR 0) at FPR 95%, TNR 0.05 > e·FNR. metrics.json stores 100-point curves, sparse
+    near FPR 1: the points of the FNR half are kept exactly, so the stored curve is flagged
+    where the full one is."""
+    rng = np.random.default_rng(0)
+    nonmembers = rng.normal(0.0, 1.0, 5000)
+    nonmembers[:250] = -10.0
+    roc = roc_of(rng.normal(0.0, 1.0, 5000), nonmembers)
+    sizes = {"n_members": 5000, "n_nonmembers": 5000, "epsilon": 1.0, "delta": 0.0}
+
+    def fnr_half(curve: RocCurve) -> list[tuple[float, float, float]]:
+        found = bound_violations({"a": curve}, **sizes)
+        return [(v.point, v.fpr, v.tpr) for v in found if v.family == "FNR"]
+
+    full = fnr_half(roc)
+    assert full and fnr_half(roc.downsample(100)) == full
+
+
 def test_the_tnr_side_uses_the_bounds_not_the_estimates() -> None:
     """At 50 members and non-members the estimates break TNR <= e·FNR + δ (0.5 > e · 0.02), the
     corrected bounds do not: an honest mechanism is not flagged for its sampling noise."""

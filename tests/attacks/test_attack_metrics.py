@@ -7,6 +7,7 @@ from scipy.stats import binom
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from attacks.metrics import (
+    ANCHOR_FNRS,
     ANCHOR_FPRS,
     CP_CONFIDENCE,
     attack_metrics,
@@ -115,12 +116,14 @@ def test_to_dict_has_the_summary_keys_and_optional_roc() -> None:
     assert lo < out["auc"] < hi
     assert set(out["report"]) >= {"accuracy", "macro_f1", "weighted_precision"}
     roc = m.to_dict(roc_points=20)["roc"]
-    assert len(roc["fpr"]) <= 21 + len(ANCHOR_FPRS) and roc["fpr"][0] == 0.0
+    assert len(roc["fpr"]) <= 21 + len(ANCHOR_FPRS) + len(ANCHOR_FNRS) and roc["fpr"][0] == 0.0
     assert roc["fpr"][-1] == 1.0 and roc["tpr"] == sorted(roc["tpr"])
     for fpr in ANCHOR_FPRS:  # the stored curve gives the reported TPRs exactly
         assert fpr in roc["fpr"]
         assert roc["tpr"][roc["fpr"].index(fpr)] == m.roc.tpr_at(fpr)
     assert roc["tpr"][roc["fpr"].index(0.01)] == m.tpr_at_1pct_fpr
+    for fnr in ANCHOR_FNRS:  # and the point of smallest FPR at each FNR
+        assert m.roc.fpr_at(fnr) in roc["fpr"]
 
 
 def test_bootstrap_interval_is_seeded() -> None:

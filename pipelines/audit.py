@@ -101,8 +101,8 @@ def _read_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
 
 
 def _training_entry(ledger: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The ledger entry of the run's DP training stage (the last one, which the latest
-    artifact descends from), and its engine (privacy.engines)."""
+    """The ledger entry of the run's last DP-SGD or LADP training stage, and its engine
+    (privacy.engines)."""
     for entry in reversed(ledger["stages"]):
         if entry["kind"] == "dp" and "engine" in entry and entry["stage"] in DP_TRAINING_STAGES:
             return dict(entry), str(entry["engine"])

@@ -163,7 +163,14 @@ class Ledger:
         self.current = self.lineage.guarantee()
         own = {k: v for k, v in details.items() if k not in ("epsilon", "delta")}
         self.entries.append(
-            {"stage": stage, "kind": spend.kind, **own, **asdict(self.current), **extra}
+            {
+                "stage": stage,
+                "kind": spend.kind,
+                "lineage": spend.lineage,
+                **own,
+                **asdict(self.current),
+                **extra,
+            }
         )
         return self.current
 

@@ -296,12 +296,13 @@ def card_facts(
     spend: the stage's; record: its compression record (what it chose)."""
     metas = [read_metadata(path) for path in files]
     output = metas[-1]
-    # The steps of this file's lineage: from the training stage it descends from (an earlier
-    # training's release is in the run's total, which the card states beside its own ε).
-    start = ctx.trained_at
     history = list(ctx.history)
     entries = [e for e in ctx.ledger.entries if e["kind"] != "earlier-release"]
     kinds = [str(e["kind"]) for e in entries[: len(history)]]
+    # The steps of this file's lineage: from the last stage that started one (a training stage,
+    # a PATE student); an earlier lineage's release is in the run's total, stated beside its ε.
+    starts = [i for i, e in enumerate(entries[: len(history)]) if e.get("lineage") == "new"]
+    start = starts[-1] if starts else ctx.trained_at
     steps: list[CardStep] = []
     public_uses: list[str] = []
     test_uses = ["test accuracy of every stage"]

@@ -167,10 +167,15 @@ def _prepare_run_dir(run_dir: Path, config: Config, splits: Splits) -> None:
                 "pass another --run-dir or remove that folder"
             )
         text = recorded
-    if splits_file.exists() and Splits.from_json(splits_file.read_text()).to_json() != (
-        splits.to_json()
-    ):
-        raise PrivcompError(f"{splits_file} does not match this configuration's split")
+    if splits_file.exists():
+        try:
+            recorded_splits = Splits.from_json(splits_file.read_text()).to_json()
+        except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            raise PrivcompError(
+                f"{splits_file} is damaged ({exc!r}); pass another --run-dir or remove that folder"
+            ) from None
+        if recorded_splits != splits.to_json():
+            raise PrivcompError(f"{splits_file} does not match this configuration's split")
     write_atomic(config_file, text)
     write_atomic(splits_file, splits.to_json())
 

@@ -130,7 +130,7 @@ def test_a_run_dir_resumes_on_another_executor(main_run: tuple[Path, dict, Confi
     assert (run_dir / "config.toml").read_text() == before
 
 
-def test_a_run_dir_with_a_damaged_config_is_refused_and_kept(
+def test_a_run_dir_with_a_damaged_config_or_split_is_refused_and_kept(
     main_run: tuple[Path, dict, Config], tmp_path: Path
 ) -> None:
     run_dir, _, config = main_run
@@ -142,6 +142,12 @@ def test_a_run_dir_with_a_damaged_config_is_refused_and_kept(
         run_pipeline(MAIN, config=config, run_dir=damaged, reporter=Reporter())
     assert (damaged / "summary.json").read_text() == before
     assert (damaged / "config.toml").read_text() == "[run\n"
+    shutil.copy(run_dir / "config.toml", damaged / "config.toml")
+    (damaged / "splits.json").write_text('{"seed": 0}')
+    with pytest.raises(PrivcompError, match="splits.json is damaged"):
+        run_pipeline(MAIN, config=config, run_dir=damaged, reporter=Reporter())
+    assert (damaged / "splits.json").read_text() == '{"seed": 0}'
+    assert (damaged / "summary.json").read_text() == before
 
 
 def test_a_run_dir_with_another_config_is_refused_and_kept(

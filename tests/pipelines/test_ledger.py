@@ -66,6 +66,7 @@ def test_a_single_spend_is_reported_as_its_own_accountant_says() -> None:
     assert ledger.record("prune", POST_PROCESSING) == g
     entry = ledger.to_dict()["stages"][0]
     assert entry["epsilon"] == spend.epsilon and entry["noise_multiplier"] == LADP[0]
+    assert [e["lineage"] for e in ledger.to_dict()["stages"]] == ["new", "keep"]
 
 
 def test_dp_fine_tune_continues_the_same_accountant_history() -> None:

@@ -268,6 +268,24 @@ def test_the_steps_are_the_files_lineage_and_the_total_the_runs(tmp_path: Path) 
     assert NOT_DP_HEADING not in text and "the members' total so far is ε = ∞" in text
 
 
+def test_a_pate_students_steps_start_at_the_distillation(tmp_path: Path) -> None:
+    """A PATE student is a new lineage whose ε is PATE's own: the teacher's training is no step
+    of it (its release is in the members' total)."""
+    pate = [
+        'distill.mode="pate"',
+        "distill.teachers=4",
+        "distill.teacher_epochs=1",
+        "distill.queries=40",
+        "distill.gnmax_sigma=10.0",
+        "distill.delta=1e-4",
+    ]
+    run_dir = run(tmp_path, ["train-dpsgd", "distill", "export"], [*QUIET, *pate])
+    facts = read_card_facts(run_dir / "03-export")
+    assert [s.stage for s in facts.steps] == ["distill", "export"]
+    assert facts.epsilon is not None and facts.total_epsilon is not None
+    assert facts.total_epsilon > facts.epsilon
+
+
 def test_a_non_private_run_says_not_private(tmp_path: Path) -> None:
     run_dir = run(tmp_path, ["train", "export"], QUIET)
     text = card(run_dir / "02-export")

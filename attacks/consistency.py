@@ -8,9 +8,9 @@ confidence intervals, is a broken privacy claim or a broken attack (or evaluatio
 must say so.
 
 The test is made at a fixed family of points, fixed before looking at any result: for each
-attack run and each value g of FPR_GRID, the operating point of largest TPR at FPR <= g (where
-the TPR side binds) and the one of smallest FPR at FNR <= g (where the TNR side binds, near
-TPR 1), K = 2 × attacks × grid points. At each, a Clopper–Pearson lower bound on TPR and an
+attack run, the operating point of largest TPR at FPR <= g for each g of FPR_GRID (where the
+TPR side binds) and the one of smallest FPR at FNR <= g for each g of FNR_GRID (where the TNR
+side binds, near TPR 1), K points in all. At each, a Clopper–Pearson lower bound on TPR and an
 upper bound on FPR, each at confidence 1 - α / (2K) (Bonferroni over the points and their two
 bounds), stand in for the rates in both inequalities: while all 2K bounds hold (probability
 >= 1 - α) a mechanism that keeps its promise satisfies both at every point with the bounds in
@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta
 
-from attacks.metrics import ANCHOR_FPRS, RocCurve, clopper_pearson_upper
+from attacks.metrics import ANCHOR_FNRS, ANCHOR_FPRS, RocCurve, clopper_pearson_upper
 
 FPR_GRID = ANCHOR_FPRS  # stored ROC curves keep these points exactly
+FNR_GRID = ANCHOR_FNRS  # and the smallest-FPR point at each of these FNRs
 ALPHA = 0.05
 
 
@@ -50,9 +51,14 @@ def clopper_pearson_lower(count: int, n: int, *, confidence: float) -> float:
 TPR_SIDE, TNR_SIDE = "TPR", "TNR"  # which inequality: TPR <= e^ε·FPR + δ, TNR <= e^ε·FNR + δ
 
 
+def _exp(epsilon: float) -> float:
+    """e^ε, capped where it would overflow (past ε ~ 709): a bound above 1 binds nothing."""
+    return math.exp(min(epsilon, 700.0))
+
+
 def dp_tpr_bound(fpr: float, *, epsilon: float, delta: float) -> float:
     """The largest TPR an (ε, δ)-DP mechanism allows at this FPR: both sides of the region."""
-    scale = math.exp(min(epsilon, 700.0))  # e^ε overflows past ε ~ 709
+    scale = _exp(epsilon)
     return min(1.0, scale * fpr + delta, 1.0 - (1.0 - fpr - delta) / scale)
 
 
@@ -90,23 +96,23 @@ def bound_violations(
     delta: float,
     alpha: float = ALPHA,
     fpr_grid: tuple[float, ...] = FPR_GRID,
+    fnr_grid: tuple[float, ...] = FNR_GRID,
 ) -> list[Violation]:
     """The family's points outside the DP bounds (either side) beyond the corrected intervals."""
     if not (epsilon >= 0 and math.isfinite(epsilon)) or not 0 <= delta < 1:
         raise ValueError(f"need a finite ε >= 0 and δ in [0, 1), got {epsilon}, {delta}")
     if n_members < 1 or n_nonmembers < 1:
         raise ValueError("need at least one member and one non-member")
-    tests = max(1, 2 * len(rocs) * len(fpr_grid))
+    tests = max(1, len(rocs) * (len(fpr_grid) + len(fnr_grid)))
     confidence = 1.0 - alpha / (2 * tests)
+    scale = _exp(epsilon)
     found = []
     points = [("FPR", *p) for p in _family(rocs, fpr_grid)]
-    points += [("FNR", *p) for p in _fnr_family(rocs, fpr_grid)]
+    points += [("FNR", *p) for p in _fnr_family(rocs, fnr_grid)]
     for family, attack, point, fpr, tpr in points:
         tp, fp = round(tpr * n_members), round(fpr * n_nonmembers)
         tpr_lower = clopper_pearson_lower(tp, n_members, confidence=confidence)
         fpr_upper = clopper_pearson_upper(fp, n_nonmembers, confidence=confidence)
-        # e^ε overflows past ε ~ 709; a bound above 1 is never violated.
-        scale = math.exp(min(epsilon, 700.0))
         sides = (
             (TPR_SIDE, tpr_lower, scale * fpr_upper + delta),
             (TNR_SIDE, 1.0 - fpr_upper, scale * (1.0 - tpr_lower) + delta),

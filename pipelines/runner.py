@@ -161,7 +161,14 @@ def _prepare_run_dir(run_dir: Path, config: Config, splits: Splits) -> None:
     text = to_toml(config)
     if config_file.exists():
         recorded = config_file.read_text()
-        if _without_execution(recorded, config_file) != _without_execution(text, config_file):
+        try:
+            before = tomllib.loads(recorded)
+        except tomllib.TOMLDecodeError as exc:
+            raise PrivcompError(
+                f"{config_file} is not valid TOML ({exc}); pass another --run-dir or remove "
+                "that folder"
+            ) from None
+        if _without_execution(before) != _without_execution(tomllib.loads(text)):
             raise PrivcompError(
                 f"{run_dir} holds a run with a different configuration; "
                 "pass another --run-dir or remove that folder"
@@ -189,13 +196,7 @@ EXECUTION = (
 )
 
 
-def _without_execution(text: str, source: Path) -> dict[str, Any]:
-    try:
-        settings = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PrivcompError(
-            f"{source} is not valid TOML ({exc}); pass another --run-dir or remove that folder"
-        ) from None
+def _without_execution(settings: dict[str, Any]) -> dict[str, Any]:
     for section, key in EXECUTION:
         settings.get(section, {}).pop(key, None)
     return settings
